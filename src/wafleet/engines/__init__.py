@@ -1,0 +1,1 @@
+"""WhatsApp engines: the only surface a TenantBot sees (see base.py)."""

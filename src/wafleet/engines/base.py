@@ -1,0 +1,217 @@
+"""The Engine protocol and its typed events.
+
+A `TenantBot` talks to WhatsApp only through this module. An engine owns one WhatsApp
+client for one tenant. Its life per connection:
+
+* ``await engine.connect()`` establishes a connection. It returns once the connection is
+  up: either already logged in (a `Connected` event follows or has been emitted) or
+  waiting for a QR scan (`QrCode` events follow). It raises `ConnectFailed` — carrying a
+  classified `Cause` — when no connection could be established (refused, DNS failure,
+  banned at login, logged out at login ...).
+* After a successful `connect()` the engine emits events to the sink given at
+  construction. A connection that ends by itself ends with exactly one `ConnectionLost`
+  (or subclass) event; `disconnect()` ends it without one.
+* ``send_text`` hands a message to WhatsApp with the caller-chosen, stable message id:
+  resending the same id after a crash is recorded once by WhatsApp (and the simulator).
+* ``ack`` tells WhatsApp an inbound message is stored; unacked messages are redelivered.
+
+Engines never retry by themselves: reconnecting is the bot's `ReconnectManager`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+
+from wafleet.states import Cause
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    """Base of every event an engine emits."""
+
+
+@dataclass(frozen=True, slots=True)
+class QrCode(EngineEvent):
+    """A new QR code to show; it is valid until ``expires_at`` (engine's estimate)."""
+
+    code: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PairSuccess(EngineEvent):
+    """The phone scanned the QR code (or entered the pairing code)."""
+
+    phone: str
+    jid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PairCode(EngineEvent):
+    """A pairing code to type on the phone (pairing by phone number instead of QR)."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(EngineEvent):
+    """Logged in and ready to send and receive."""
+
+    phone: str
+    jid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveTimeout(EngineEvent):
+    """Pings go unanswered; the engine may still recover (see `KeepAliveRestored`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveRestored(EngineEvent):
+    """Pings are answered again after a `KeepAliveTimeout`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost(EngineEvent):
+    """The connection ended by itself. Exactly one per successful ``connect()``."""
+
+    cause: Cause = Cause.NETWORK
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedOut(ConnectionLost):
+    """The linked device was removed (from the phone, or by WhatsApp)."""
+
+    cause: Cause = Cause.LOGGED_OUT
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced(ConnectionLost):
+    """Another client took over the session."""
+
+    cause: Cause = Cause.REPLACED
+
+
+@dataclass(frozen=True, slots=True)
+class TemporaryBan(ConnectionLost):
+    """A temporary ban; no connect should be tried before ``expires_at``."""
+
+    cause: Cause = Cause.TEMP_BANNED
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOutdated(ConnectionLost):
+    """WhatsApp rejected the client version."""
+
+    cause: Cause = Cause.CLIENT_OUTDATED
+
+
+@dataclass(frozen=True, slots=True)
+class QrTimeout(ConnectionLost):
+    """Every QR code expired without a scan."""
+
+    cause: Cause = Cause.QR_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage(EngineEvent):
+    """A text message from a contact. Must be ``ack``-ed once durably stored."""
+
+    id: str
+    chat: str
+    sender: str
+    text: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(EngineEvent):
+    """Delivery state of a message we sent: ``status`` is DELIVERED or READ."""
+
+    message_id: str
+    status: str
+    at: datetime
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class EngineError(Exception):
+    """Base of engine errors."""
+
+
+@dataclass
+class ConnectFailed(EngineError):
+    """No connection could be established; ``cause`` says why (see states.CAUSE_ACTIONS)."""
+
+    cause: Cause
+    detail: str = ""
+    expires_at: datetime | None = None  # for temp bans
+
+    def __str__(self) -> str:
+        return f"{self.cause.value}: {self.detail}" if self.detail else self.cause.value
+
+
+class NotConnected(EngineError):
+    """An operation that needs a live, logged-in connection was called without one."""
+
+
+# --------------------------------------------------------------------------- protocol
+
+EventSink = Callable[[EngineEvent], Awaitable[None]]
+
+
+class CredentialStore(Protocol):
+    """Where an engine keeps the device credentials issued at pairing.
+
+    Files under ``<data dir>/sessions/<slug>/`` by default; the shared database in
+    multi-worker mode so a tenant can fail over without a new QR scan.
+    """
+
+    async def load(self) -> bytes | None: ...
+
+    async def save(self, data: bytes) -> None: ...
+
+    async def wipe(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: ClassVar[str]
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    async def logout(self) -> None: ...
+
+    async def send_text(self, to: str, text: str, message_id: str) -> None: ...
+
+    async def ack(self, message_id: str) -> None: ...
+
+    async def pair_phone(self, phone: str) -> str:
+        """Pairing by phone number: returns the code to type on the phone."""
+        ...
+
+    async def close(self) -> None:
+        """Release every resource (sockets, child processes). Idempotent."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """What an engine factory needs to build an engine for one tenant."""
+
+    tenant_slug: str
+    session_dir: Path
+    credentials: CredentialStore
+    sink: EventSink
+    extra: dict[str, object] = field(default_factory=dict)

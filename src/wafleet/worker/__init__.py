@@ -1,0 +1,1 @@
+"""The worker: one TenantBot per tenant, supervised; see ARCHITECTURE.md "The worker"."""
