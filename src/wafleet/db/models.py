@@ -134,6 +134,8 @@ class WorkerProcess(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     capacity: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    # Written with each heartbeat: tenants held, connected, queue depths, outbox backlog.
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class TenantLease(Base):

@@ -136,7 +136,23 @@ async def enqueue_command(
     )
     session.add(cmd)
     await session.flush()
+    await notify_commands(session, tenant_id)
     return cmd
+
+
+COMMANDS_CHANNEL = "wafleet_commands"
+
+
+async def notify_commands(session: AsyncSession, tenant_id: int) -> None:
+    """Wake the workers at once on PostgreSQL (LISTEN/NOTIFY, delivered at commit).
+    On SQLite the single worker notices new commands with a cheap indexed poll."""
+    from sqlalchemy import text
+
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:ch, :payload)"),
+            {"ch": COMMANDS_CHANNEL, "payload": str(tenant_id)},
+        )
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("stopped_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("capacity", sa.Integer(), nullable=False),
         sa.Column("error_message", sa.Text(), nullable=True),
+        sa.Column("stats", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_worker_processes")),
     )
     with op.batch_alter_table("worker_processes", schema=None) as batch_op:
