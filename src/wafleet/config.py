@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # "inf"/"nan" parse as floats but are never a sensible interval or bound
+        allow_inf_nan=False,
     )
 
     data_dir: Path = Path("./wafleet-data")
@@ -86,13 +88,23 @@ class Settings(BaseSettings):
         if scheme == "sqlite" and not v.split("+")[0].startswith("sqlite:///"):
             if not v.startswith("sqlite+aiosqlite:///"):
                 raise ValueError("a SQLite URL is sqlite:///PATH")
-        if scheme in {"postgresql", "postgres"} and not urlsplit(v).hostname and "host=" not in v:
-            raise ValueError("a PostgreSQL URL needs a host: postgresql://USER@HOST/DB")
+        if scheme in {"postgresql", "postgres"}:
+            parts = urlsplit(v)
+            if not parts.hostname and "host=" not in v:
+                raise ValueError("a PostgreSQL URL needs a host: postgresql://USER@HOST/DB")
+            try:
+                parts.port  # noqa: B018 - raises on a non-numeric or out-of-range port
+            except ValueError:
+                raise ValueError(
+                    "invalid port in PostgreSQL URL: postgresql://USER@HOST:PORT/DB"
+                ) from None
         return v
 
     @field_validator("portal_key")
     @classmethod
     def _check_portal_key(cls, v: str | None) -> str | None:
+        if v == "":
+            return None  # set but empty (e.g. `WAFLEET_PORTAL_KEY=` in .env) means unset
         if v is not None and len(v) < MIN_PORTAL_KEY_LEN:
             raise ValueError(f"must be at least {MIN_PORTAL_KEY_LEN} characters")
         return v
@@ -123,6 +135,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "WAFLEET_RECONNECT_MAX_DELAY: must be >= WAFLEET_RECONNECT_INITIAL_DELAY"
             )
+        # A worker beats every HEARTBEAT_INTERVAL and renews its leases with the beat: a
+        # shorter STALE_AFTER or LEASE_TTL would declare healthy workers dead.
+        if self.stale_after <= self.heartbeat_interval:
+            raise ValueError("WAFLEET_STALE_AFTER: must be > WAFLEET_HEARTBEAT_INTERVAL")
+        if self.lease_ttl <= self.heartbeat_interval:
+            raise ValueError("WAFLEET_LEASE_TTL: must be > WAFLEET_HEARTBEAT_INTERVAL")
         return self
 
     # ------------------------------------------------------------------ derived

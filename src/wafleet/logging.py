@@ -35,6 +35,10 @@ def tenant_log_path(logs_dir: Path, slug: str) -> Path:
     return logs_dir / f"{safe}.log"
 
 
+_Line = tuple[str, str]  # (slug, JSON line)
+_Item = _Line | threading.Event | None
+
+
 class TenantFileWriter:
     """Background writer of per-tenant JSON-lines files with a bounded handle cache."""
 
@@ -45,16 +49,18 @@ class TenantFileWriter:
         max_open: int = MAX_OPEN_FILES,
         max_bytes: int = MAX_FILE_BYTES,
         backups: int = BACKUP_COUNT,
+        queue_max: int = _QUEUE_MAX,
     ) -> None:
         self.logs_dir = logs_dir
         self.max_open = max_open
         self.max_bytes = max_bytes
-        self.backups = backups
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=_QUEUE_MAX)
+        self.backups = max(1, backups)
+        # items: a line, a flush marker (set once everything before it is written), or
+        # None (stop)
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_max)
         self._open: OrderedDict[str, TextIO] = OrderedDict()
         self._thread: threading.Thread | None = None
         self.dropped = 0
-        self._flush_events: list[threading.Event] = []
 
     # -- producer side (any thread, never blocks) --------------------------------
     def write(self, slug: str, line: str) -> None:
@@ -75,18 +81,24 @@ class TenantFileWriter:
         thread = self._thread
         if thread is None:
             return
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass  # the thread is stuck on disk; it is a daemon, do not hang shutdown on it
         thread.join(timeout)
         self._thread = None
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything queued so far is written (tests, shutdown)."""
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is written (tests, shutdown).
+        False when that did not happen within ``timeout``."""
         if self._thread is None:
-            return
+            return False
         done = threading.Event()
-        self._flush_events.append(done)
-        self._queue.put(("", ""))  # an empty marker wakes the thread; the batch sets `done`
-        done.wait(timeout)
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
 
     # -- writer thread -----------------------------------------------------------------
     def _run(self) -> None:
@@ -94,7 +106,7 @@ class TenantFileWriter:
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
+            batch: list[_Line | threading.Event] = [item]
             # drain what is there so one flush covers many lines
             while len(batch) < 1000:
                 try:
@@ -109,11 +121,14 @@ class TenantFileWriter:
             self._write_batch(batch)
         self._close_all()
 
-    def _write_batch(self, batch: list[tuple[str, str]]) -> None:
+    def _write_batch(self, batch: list[_Line | threading.Event]) -> None:
         touched: set[str] = set()
-        for slug, line in batch:
-            if not slug:
+        for item in batch:
+            if isinstance(item, threading.Event):
+                self._flush_files(touched)
+                item.set()
                 continue
+            slug, line = item
             try:
                 fh = self._handle(slug)
                 fh.write(line + "\n")
@@ -122,16 +137,17 @@ class TenantFileWriter:
                     self._rotate(slug)
             except OSError:
                 continue
+        self._flush_files(touched)
+
+    def _flush_files(self, touched: set[str]) -> None:
         for slug in touched:
-            fh2 = self._open.get(slug)
-            if fh2 is not None:
+            fh = self._open.get(slug)
+            if fh is not None:
                 try:
-                    fh2.flush()
+                    fh.flush()
                 except OSError:
                     pass
-        events = self._flush_events
-        while events:
-            events.pop().set()
+        touched.clear()
 
     def _handle(self, slug: str) -> TextIO:
         fh = self._open.get(slug)
@@ -166,9 +182,6 @@ class TenantFileWriter:
             except OSError:
                 pass
         self._open.clear()
-        events = self._flush_events
-        while events:
-            events.pop().set()
 
     @property
     def open_files(self) -> int:

@@ -16,15 +16,18 @@ async def open_db(cfg: Settings, *, require_schema: bool = True) -> AsyncIterato
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    db = Database(cfg.database_url)
+    try:
+        db = Database(cfg.database_url)  # creates a SQLite file's directory
+    except OSError as err:
+        raise ConfigError(f"WAFLEET_DATABASE_URL: cannot use the database: {err}") from None
     try:
         if require_schema:
             try:
                 async with db.engine.connect() as conn:
                     await conn.execute(text("SELECT 1 FROM tenants LIMIT 1"))
             except (OperationalError, DBAPIError, OSError) as err:
-                msg = str(getattr(err, "orig", err)).splitlines()[0]
-                if "no such table" in msg or "does not exist" in msg:
+                msg = db_error_line(err)
+                if is_missing_schema(msg):
                     raise ConfigError(
                         "WAFLEET_DATABASE_URL: the database has no schema; run `wafleet migrate`"
                     ) from None
@@ -32,3 +35,15 @@ async def open_db(cfg: Settings, *, require_schema: bool = True) -> AsyncIterato
         yield db
     finally:
         await db.close()
+
+
+def db_error_line(err: BaseException) -> str:
+    """The driver's own message (not SQLAlchemy's wrapper), first line only."""
+    lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return lines[0] if lines else err.__class__.__name__
+
+
+def is_missing_schema(msg: str) -> bool:
+    # SQLite: 'no such table: tenants'; PostgreSQL: 'relation "tenants" does not exist'.
+    # (Not just "does not exist": that is also 'database "x" does not exist'.)
+    return "no such table" in msg or ("relation" in msg and "does not exist" in msg)

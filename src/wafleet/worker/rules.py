@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 MAX_RULES = 500
 MAX_REPLY_LEN = 4096
@@ -29,25 +30,33 @@ class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     match: Literal["keyword", "regex", "any"]
-    pattern: str | None = Field(default=None, max_length=MAX_PATTERN_LEN)
+    # validate_default: a missing pattern must still be checked against `match`
+    pattern: str | None = Field(default=None, max_length=MAX_PATTERN_LEN, validate_default=True)
     reply: str = Field(min_length=1, max_length=MAX_REPLY_LEN)
 
-    @model_validator(mode="after")
-    def _check(self) -> Rule:
-        if self.match in ("keyword", "regex") and not self.pattern:
-            raise ValueError(f"a '{self.match}' rule needs a non-empty pattern")
-        if self.match == "regex":
-            assert self.pattern is not None
+    # Field validators (not one model validator) so an error names its field.
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, v: str | None, info: ValidationInfo) -> str | None:
+        match = info.data.get("match")  # absent when `match` itself was invalid
+        if match in ("keyword", "regex") and not v:
+            raise ValueError(f"a '{match}' rule needs a non-empty pattern")
+        if match == "regex" and v is not None:
             try:
-                re.compile(self.pattern)
-            except re.error as err:
+                re.compile(v)
+            except (re.error, OverflowError, RecursionError) as err:
                 raise ValueError(f"invalid regex: {err}") from None
-        for name in _PLACEHOLDER.findall(self.reply):
+        return v
+
+    @field_validator("reply")
+    @classmethod
+    def _check_reply(cls, v: str) -> str:
+        for name in _PLACEHOLDER.findall(v):
             if name not in _ALLOWED_PLACEHOLDERS:
                 raise ValueError(
-                    f"unknown placeholder {{{name}}} in reply (use {{text}}, {{sender}}, {{chat}})"
+                    f"unknown placeholder {{{name}}} (use {{text}}, {{sender}}, {{chat}})"
                 )
-        return self
+        return v
 
 
 class Webhook(BaseModel):
@@ -82,19 +91,26 @@ class BotConfig(BaseModel):
 def is_private_host(host: str) -> bool:
     """True for loopback, private, link-local and unspecified literal addresses and
     for 'localhost'. Names are resolved (and checked again) at delivery."""
-    h = host.strip("[]").lower()
+    h = host.strip("[]").lower().rstrip(".")
     if h == "localhost" or h.endswith(".localhost"):
         return True
     try:
-        ip = ipaddress.ip_address(h)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(h)
     except ValueError:
-        return False
+        # Legacy IPv4 spellings the resolver accepts: 127.1, 0x7f.1, 2130706433 ...
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(h))
+        except (OSError, ValueError):
+            return False
     return ip_is_private(ip)
 
 
 def ip_is_private(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
     return (
-        ip.is_loopback
+        not ip.is_global  # also shared (CGNAT) space, which is neither private nor public
+        or ip.is_loopback
         or ip.is_private
         or ip.is_link_local
         or ip.is_unspecified
@@ -143,6 +159,8 @@ def load_bot_config_text(text: str, *, allow_private_webhook: bool = True) -> Bo
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RulesError(f"document: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise RulesError("document: not valid JSON (nested too deeply)") from None
     return parse_bot_config(data, allow_private_webhook=allow_private_webhook)
 
 
