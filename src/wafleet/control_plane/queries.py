@@ -1,0 +1,151 @@
+"""Read queries of the API, each a single round trip (no N+1): the status of one tenant,
+the fleet overview and the workers. Tenant reads take a `TenantScope` and filter by its
+id only."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wafleet.control_plane import schemas as sch
+from wafleet.db.models import MessageLog, Tenant, TenantLease, WhatsAppSession, WorkerProcess
+from wafleet.db.repositories import TenantScope
+from wafleet.states import MessageStatus, SessionState
+
+
+def _count(tenant_id: int, *conds: Any) -> Any:
+    return (
+        select(func.count(MessageLog.id))
+        .where(MessageLog.tenant_id == tenant_id, *conds)
+        .scalar_subquery()
+    )
+
+
+def _disconnect(ws: WhatsAppSession | None) -> sch.DisconnectInfo | None:
+    if ws is None or not ws.last_disconnect_cause:
+        return None
+    return sch.DisconnectInfo(
+        cause=ws.last_disconnect_cause,
+        action=ws.last_disconnect_action,
+        at=ws.last_disconnect_at,
+        detail=ws.last_disconnect_detail,
+    )
+
+
+_LEASED_WORKER = func.coalesce(TenantLease.worker_id, WhatsAppSession.worker_id)
+
+
+async def tenant_status(
+    scope: TenantScope, *, now: datetime, max_attempts: int
+) -> sch.StatusResponse:
+    tid = scope.tenant_id
+    since = now - timedelta(hours=24)
+    q = (
+        select(
+            Tenant.slug,
+            Tenant.name,
+            Tenant.status,
+            Tenant.error_message,
+            WhatsAppSession,
+            WorkerProcess.id,
+            WorkerProcess.host,
+            WorkerProcess.status,
+            WorkerProcess.last_heartbeat_at,
+            _count(tid, MessageLog.direction == "in", MessageLog.created_at >= since),
+            _count(tid, MessageLog.direction == "out", MessageLog.created_at >= since),
+            _count(tid, MessageLog.direction == "out", MessageLog.status == MessageStatus.PENDING),
+        )
+        .select_from(Tenant)
+        .outerjoin(WhatsAppSession, WhatsAppSession.tenant_id == Tenant.id)
+        .outerjoin(TenantLease, TenantLease.tenant_id == Tenant.id)
+        .outerjoin(WorkerProcess, WorkerProcess.id == _LEASED_WORKER)
+        .where(Tenant.id == tid)
+    )
+    row = (await scope.s.execute(q)).one()
+    slug, name, status, error_message, ws, w_id, w_host, w_status, w_hb, n_in, n_out, n_pend = row
+    worker = (
+        sch.WorkerInfo(id=w_id, host=w_host, status=w_status, last_heartbeat_at=w_hb)
+        if w_id is not None
+        else None
+    )
+    return sch.StatusResponse(
+        tenant=sch.TenantInfo(slug=slug, name=name, status=status, error_message=error_message),
+        session=sch.SessionInfo(
+            state=ws.state if ws else SessionState.DISCONNECTED,
+            phone=ws.phone if ws else None,
+            last_seen_at=ws.last_seen_at if ws else None,
+            connected_since=ws.connected_since if ws else None,
+            last_qr_at=ws.last_qr_at if ws else None,
+        ),
+        worker=worker,
+        reconnect=sch.ReconnectInfo(
+            active=bool(ws.reconnect_active) if ws else False,
+            attempt=ws.reconnect_attempt if ws else 0,
+            max_attempts=max_attempts,
+            next_retry_at=ws.next_retry_at if ws else None,
+        ),
+        last_disconnect=_disconnect(ws),
+        messages=sch.MessageCounts(in_24h=n_in, out_24h=n_out, pending_out=n_pend),
+    )
+
+
+async def admin_tenants(
+    session: AsyncSession, *, state: str | None, status: str | None
+) -> list[sch.AdminTenantItem]:
+    q = (
+        select(Tenant.slug, Tenant.name, Tenant.status, WhatsAppSession, _LEASED_WORKER)
+        .select_from(Tenant)
+        .outerjoin(WhatsAppSession, WhatsAppSession.tenant_id == Tenant.id)
+        .outerjoin(TenantLease, TenantLease.tenant_id == Tenant.id)
+        .order_by(Tenant.slug)
+    )
+    if state is not None:
+        q = q.where(func.coalesce(WhatsAppSession.state, SessionState.DISCONNECTED) == state)
+    if status is not None:
+        q = q.where(Tenant.status == status)
+    items = []
+    for slug, name, t_status, ws, worker_id in (await session.execute(q)).tuples():
+        items.append(
+            sch.AdminTenantItem(
+                slug=slug,
+                name=name,
+                status=t_status,
+                session_state=ws.state if ws else SessionState.DISCONNECTED,
+                phone=ws.phone if ws else None,
+                worker_id=worker_id,
+                last_seen_at=ws.last_seen_at if ws else None,
+                last_disconnect=_disconnect(ws),
+            )
+        )
+    return items
+
+
+async def workers(session: AsyncSession, *, status: str | None) -> list[sch.WorkerItem]:
+    held = (
+        select(TenantLease.worker_id.label("worker_id"), func.count().label("n"))
+        .where(TenantLease.worker_id.is_not(None))
+        .group_by(TenantLease.worker_id)
+        .subquery()
+    )
+    q = (
+        select(WorkerProcess, func.coalesce(held.c.n, 0))
+        .outerjoin(held, held.c.worker_id == WorkerProcess.id)
+        .order_by(WorkerProcess.started_at.desc(), WorkerProcess.id)
+    )
+    if status is not None:
+        q = q.where(WorkerProcess.status == status)
+    return [
+        sch.WorkerItem(
+            id=w.id,
+            host=w.host,
+            pid=w.pid,
+            status=w.status,
+            started_at=w.started_at,
+            last_heartbeat_at=w.last_heartbeat_at,
+            tenants=int(n),
+        )
+        for w, n in (await session.execute(q)).tuples()
+    ]

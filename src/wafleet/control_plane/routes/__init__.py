@@ -1,0 +1,1 @@
+"""Routers of the control plane: portal (tenant-scoped), admin (operators), health."""
