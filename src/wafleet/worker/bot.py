@@ -1,0 +1,604 @@
+"""TenantBot: keeps one tenant's WhatsApp session alive.
+
+One run loop per tenant (so never two connects in flight): connect → serve until the
+connection ends → classify the cause → act as the contract's table says (retry with
+backoff, park until the user re-links, park for an operator, wait out a ban, or stop).
+Every state change goes through `_transition`, which checks the transition table,
+persists the session row (fenced by the lease) and appends to the connection timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from wafleet.config import Settings
+from wafleet.engines.base import (
+    Connected,
+    ConnectFailed,
+    ConnectionLost,
+    CredentialStore,
+    Engine,
+    EngineContext,
+    EngineError,
+    EngineEvent,
+    IncomingMessage,
+    KeepAliveRestored,
+    KeepAliveTimeout,
+    PairCode,
+    PairSuccess,
+    QrCode,
+    Receipt,
+    TemporaryBan,
+)
+from wafleet.logging import get_logger
+from wafleet.states import CAUSE_EXPLANATIONS, Action, Cause, SessionState, TenantStatus, action_for
+from wafleet.worker import store
+from wafleet.worker.batcher import WriteBatcher
+from wafleet.worker.clock import Clock
+from wafleet.worker.lifecycle import check_transition
+from wafleet.worker.pipeline import TenantPipeline
+from wafleet.worker.reconnect import BackoffPolicy, ReconnectManager
+from wafleet.worker.rules import BotConfig
+from wafleet.worker.store import EventRecord, Fence
+from wafleet.worker.webhook import WebhookClient
+
+CONNECT_TIMEOUT = 45.0
+UNKNOWN_BAN_WAIT = timedelta(hours=1)
+EngineFactory = Callable[[EngineContext], Engine]
+CredentialFactory = Callable[[str, int], CredentialStore]
+
+
+class Request(StrEnum):
+    RESTART = "restart"
+    RELINK = "relink"
+    LOGOUT = "logout"
+
+
+@dataclass
+class BotDeps:
+    settings: Settings
+    batcher: WriteBatcher
+    clock: Clock
+    webhooks: WebhookClient
+    connect_limiter: asyncio.Semaphore
+    engine_factory: EngineFactory
+    credentials: CredentialFactory
+    worker_id: str
+    sessions_dir: Path
+
+
+@dataclass
+class _Lost:
+    cause: Cause
+    detail: str = ""
+    expires_at: datetime | None = None
+
+
+@dataclass
+class BotSnapshot:
+    slug: str
+    state: SessionState
+    connected: bool
+    queue_depth: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TenantBot:
+    def __init__(self, tenant_id: int, slug: str, epoch: int, deps: BotDeps) -> None:
+        self.tenant_id = tenant_id
+        self.slug = slug
+        self.deps = deps
+        self.fence = Fence(deps.worker_id, tenant_id, epoch)
+        self.clock = deps.clock
+        self.log = get_logger("wafleet.bot", tenant=slug)
+        self.state = SessionState.DISCONNECTED
+        self.reconnect = ReconnectManager(
+            BackoffPolicy.from_settings(deps.settings), clock=deps.clock
+        )
+        self.credentials = deps.credentials(slug, tenant_id)
+        self.pipeline = TenantPipeline(
+            slug=slug,
+            fence=self.fence,
+            batcher=deps.batcher,
+            clock=deps.clock,
+            webhooks=deps.webhooks,
+            chat_queue_max=deps.settings.chat_queue_max,
+            on_lease_lost=self._lease_lost,
+        )
+        self.engine: Engine | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lost: asyncio.Future[_Lost] | None = None
+        self._requests: list[Request] = []
+        self._parked = False
+        self._not_before: datetime | None = None
+        self._stop_cause: Cause | None = None
+        self._config_version = -1
+        self.lease_lost = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"bot {self.slug} already started")
+        self._task = asyncio.create_task(self._run_guarded(), name=f"bot:{self.slug}")
+
+    async def stop(self, cause: Cause = Cause.SHUTDOWN, timeout: float = 10.0) -> None:
+        """Orderly stop: drain chat queues, disconnect, persist DISCONNECTED (cause)."""
+        if self._task is None:
+            return
+        if self._stop_cause is None:
+            self._stop_cause = cause
+        self._wake.set()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(_Lost(cause))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._close_engine()
+
+    def request(self, req: Request) -> None:
+        self._requests.append(req)
+        self._wake.set()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(_Lost(Cause.SHUTDOWN, f"{req.value} requested"))
+
+    def reload_config(self) -> None:
+        self._config_version = -1
+        task = asyncio.create_task(self._load_config(), name=f"config:{self.slug}")
+        task.add_done_callback(_log_task_error)
+
+    def wake_outbox(self) -> None:
+        self.pipeline.wake_outbox()
+
+    def snapshot(self) -> BotSnapshot:
+        return BotSnapshot(
+            self.slug,
+            self.state,
+            self.state is SessionState.CONNECTED,
+            self.pipeline.queue_depth,
+        )
+
+    def _lease_lost(self) -> None:
+        if not self.lease_lost:
+            self.lease_lost = True
+            self.log.warning("lease lost: stopping without further writes")
+            self._stop_cause = Cause.LEASE_LOST
+            self._wake.set()
+            if self._lost is not None and not self._lost.done():
+                self._lost.set_result(_Lost(Cause.LEASE_LOST))
+
+    # ------------------------------------------------------------------ run loop
+    async def _run_guarded(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One tenant's bug stays inside its own task; the supervisor sees it died.
+            self.log.exception("tenant bot crashed")
+            raise
+        finally:
+            await self._shutdown()
+
+    async def _run(self) -> None:
+        await self._restore()
+        await self._load_config()
+        self.pipeline.start()
+        while self._stop_cause is None:
+            if self._requests:
+                await self._apply_request(self._requests.pop(0))
+                continue
+            if self._parked:
+                await self._wait_wake(None)
+                continue
+            if self._not_before is not None:
+                remaining = (self._not_before - self.clock.now()).total_seconds()
+                if remaining > 0:
+                    await self._wait_wake(remaining)
+                    continue
+                self._not_before = None
+            lost = await self._connect_and_serve()
+            if lost is not None and self._stop_cause is None:
+                await self._handle_lost(lost)
+
+    async def _wait_wake(self, timeout: float | None) -> None:
+        self._wake.clear()
+        if self._stop_cause is not None or self._requests:
+            return
+        if timeout is None:
+            await self._wake.wait()
+            return
+        sleeper = asyncio.create_task(self.clock.sleep(timeout), name=f"wait:{self.slug}")
+        waker = asyncio.create_task(self._wake.wait(), name=f"wake:{self.slug}")
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    async def _restore(self) -> None:
+        """Pick up where the session was left: logged out stays parked, a ban is waited out."""
+        async with self.deps.batcher.engine.connect() as conn:
+            row = await store.load_session(conn, self.tenant_id)
+            tenant = await store.load_tenant(conn, self.tenant_id)
+        if row is None or tenant is None:
+            raise RuntimeError(f"tenant {self.slug} has no session row")
+        self.state = SessionState(row["state"])
+        self.reconnect.attempt = int(row.get("reconnect_attempt") or 0)
+        if tenant["status"] == TenantStatus.ERROR.value:
+            self._parked = True
+        if self.state is SessionState.LOGGED_OUT:
+            self._parked = True
+        elif self.state is not SessionState.DISCONNECTED:
+            # CONNECTING/QR_READY/CONNECTED left by a previous process: not true anymore.
+            await self._transition(SessionState.DISCONNECTED, kind="restored")
+        ban = row.get("ban_expires_at")
+        if ban is not None and ban > self.clock.now():
+            self._not_before = ban
+        if row.get("last_disconnect_cause") == Cause.QR_TIMEOUT.value:
+            self._parked = True
+
+    async def _load_config(self) -> None:
+        async with self.deps.batcher.engine.connect() as conn:
+            tenant = await store.load_tenant(conn, self.tenant_id)
+        if tenant is None or tenant["config_version"] == self._config_version:
+            return
+        try:
+            cfg = BotConfig.model_validate(tenant["config"] or {})
+        except ValueError as err:
+            self.log.error("stored bot config is invalid; keeping the previous one", error=str(err))
+            return
+        self.pipeline.set_config(cfg)
+        self._config_version = tenant["config_version"]
+
+    # ------------------------------------------------------------------ connecting
+    def _ensure_engine(self) -> Engine:
+        if self.engine is None:
+            ctx = EngineContext(
+                tenant_slug=self.slug,
+                session_dir=self.deps.sessions_dir / self.slug,
+                credentials=self.credentials,
+                sink=self._on_event,
+            )
+            self.engine = self.deps.engine_factory(ctx)
+            self.pipeline.ack_engine = self.engine
+        return self.engine
+
+    async def _connect_and_serve(self) -> _Lost | None:
+        engine = self._ensure_engine()
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        await self._transition(SessionState.CONNECTING)
+        async with self.deps.connect_limiter:
+            if self._stop_cause is not None or self._requests:
+                return None
+            try:
+                await asyncio.wait_for(engine.connect(), CONNECT_TIMEOUT)
+            except ConnectFailed as err:
+                return _Lost(err.cause, err.detail, err.expires_at)
+            except TimeoutError:
+                await self._close_engine()
+                return _Lost(Cause.NETWORK, f"connect timed out after {CONNECT_TIMEOUT:g}s")
+            except (EngineError, OSError) as err:
+                await self._close_engine()
+                return _Lost(Cause.NETWORK, f"{err.__class__.__name__}: {err}")
+        lost = await self._lost
+        if lost.cause in (Cause.SHUTDOWN, Cause.LEASE_LOST, Cause.PAUSED) or self._requests:
+            # We are the ones ending it: close without a lost-connection classification.
+            with contextlib.suppress(EngineError, OSError):
+                await engine.disconnect()
+            await self.pipeline.disconnected()
+            return None
+        await self.pipeline.disconnected()
+        return lost
+
+    async def _on_event(self, ev: EngineEvent) -> None:
+        try:
+            await self._dispatch(ev)
+        except Exception:
+            self.log.exception("handling engine event failed", event=type(ev).__name__)
+
+    async def _dispatch(self, ev: EngineEvent) -> None:
+        now = self.clock.now()
+        if isinstance(ev, IncomingMessage):
+            self.pipeline.on_incoming(ev)
+        elif isinstance(ev, Receipt):
+            self.pipeline.on_receipt(ev)
+        elif isinstance(ev, QrCode):
+            await self._transition(
+                SessionState.QR_READY,
+                kind="qr",
+                last_qr=ev.code,
+                last_qr_at=now,
+                qr_expires_at=ev.expires_at,
+            )
+        elif isinstance(ev, PairSuccess):
+            await self._record("paired", detail=f"linked to {ev.phone}", phone=ev.phone, jid=ev.jid)
+        elif isinstance(ev, PairCode):
+            await self._record("pair_code", detail="pairing code issued", pair_code=ev.code)
+        elif isinstance(ev, Connected):
+            self.reconnect.reset()
+            await self._transition(
+                SessionState.CONNECTED,
+                phone=ev.phone,
+                jid=ev.jid or None,
+                connected_since=now,
+                last_seen_at=now,
+                last_qr=None,
+                qr_expires_at=None,
+                pair_code=None,
+                reconnect_active=False,
+                reconnect_attempt=0,
+                next_retry_at=None,
+                ban_expires_at=None,
+            )
+            await self._load_config()
+            assert self.engine is not None
+            self.pipeline.connected(self.engine)
+        elif isinstance(ev, KeepAliveTimeout):
+            await self._record("keepalive_timeout", detail="pings unanswered")
+        elif isinstance(ev, KeepAliveRestored):
+            await self._record("keepalive_restored")
+        elif isinstance(ev, ConnectionLost):
+            if self._lost is not None and not self._lost.done():
+                expires = ev.expires_at if isinstance(ev, TemporaryBan) else None
+                self._lost.set_result(_Lost(ev.cause, ev.detail, expires))
+
+    # ------------------------------------------------------------------ classification
+    async def _handle_lost(self, lost: _Lost) -> None:
+        action = action_for(lost.cause)
+        now = self.clock.now()
+        common: dict[str, Any] = {
+            "last_disconnect_cause": lost.cause.value,
+            "last_disconnect_action": action.value,
+            "last_disconnect_at": now,
+            "last_disconnect_detail": lost.detail or None,
+            "connected_since": None,
+            "last_qr": None,
+            "qr_expires_at": None,
+        }
+        self.log.info(
+            "disconnected", cause=lost.cause.value, action=action.value, detail=lost.detail
+        )
+        if action is Action.RETRYING:
+            if lost.cause is Cause.RESTART_REQUIRED:
+                delay: float | None = 0.0  # normal right after pairing: reconnect at once
+            else:
+                delay = self.reconnect.schedule()
+            if delay is None:
+                msg = (
+                    f"Gave up after {self.reconnect.policy.max_attempts} reconnect attempts "
+                    f"(last cause: {lost.cause.value}{': ' + lost.detail if lost.detail else ''})."
+                    " Check the network (wafleet doctor), then press Restart."
+                )
+                await self._transition(
+                    SessionState.DISCONNECTED,
+                    kind="disconnect",
+                    cause=lost.cause,
+                    detail=lost.detail,
+                    tenant={"status": TenantStatus.ERROR.value, "error_message": msg},
+                    **common,
+                    reconnect_active=False,
+                    next_retry_at=None,
+                )
+                self._parked = True
+                return
+            self._not_before = now + timedelta(seconds=delay)
+            await self._transition(
+                SessionState.DISCONNECTED,
+                kind="disconnect",
+                cause=lost.cause,
+                detail=lost.detail,
+                **common,
+                reconnect_active=True,
+                reconnect_attempt=self.reconnect.attempt,
+                next_retry_at=self._not_before,
+            )
+        elif action is Action.NEEDS_LINK:
+            self.reconnect.stop()
+            self._parked = True
+            target = SessionState.DISCONNECTED
+            if lost.cause is Cause.LOGGED_OUT:
+                target = SessionState.LOGGED_OUT
+                await self.credentials.wipe()
+                await self._close_engine()
+            await self._transition(
+                target,
+                kind="disconnect",
+                cause=lost.cause,
+                detail=lost.detail,
+                **common,
+                reconnect_active=False,
+                next_retry_at=None,
+            )
+        elif action is Action.NEEDS_OPERATOR:
+            self.reconnect.stop()
+            self._parked = True
+            what, todo = CAUSE_EXPLANATIONS[lost.cause]
+            msg = f"{what} {todo}" + (f" ({lost.detail})" if lost.detail else "")
+            await self._transition(
+                SessionState.DISCONNECTED,
+                kind="disconnect",
+                cause=lost.cause,
+                detail=lost.detail,
+                tenant={"status": TenantStatus.ERROR.value, "error_message": msg},
+                **common,
+                reconnect_active=False,
+                next_retry_at=None,
+            )
+        elif action is Action.WAITING_UNTIL:
+            until = lost.expires_at or (now + UNKNOWN_BAN_WAIT)
+            self._not_before = until
+            self.reconnect.stop()
+            await self._transition(
+                SessionState.DISCONNECTED,
+                kind="disconnect",
+                cause=lost.cause,
+                detail=lost.detail,
+                **common,
+                ban_expires_at=until,
+                reconnect_active=True,
+                next_retry_at=until,
+            )
+        else:  # Action.NONE: an orderly stop by us
+            self._stop_cause = self._stop_cause or lost.cause
+
+    # ------------------------------------------------------------------ requests
+    async def _apply_request(self, req: Request) -> None:
+        self.log.info("applying request", request=req.value)
+        await self._disconnect_engine()
+        self.reconnect.reset()
+        self._not_before = None
+        self._parked = False
+        reset: dict[str, Any] = {
+            "reconnect_active": False,
+            "reconnect_attempt": 0,
+            "next_retry_at": None,
+            "ban_expires_at": None,
+            "last_qr": None,
+            "qr_expires_at": None,
+            "connected_since": None,
+        }
+        active = {"status": TenantStatus.ACTIVE.value, "error_message": None}
+        if req is Request.RESTART:
+            await self._transition(
+                SessionState.DISCONNECTED, kind="restart", tenant=active, **reset
+            )
+        elif req is Request.RELINK:
+            await self.credentials.wipe()
+            await self._close_engine()
+            await self._transition(
+                SessionState.DISCONNECTED, kind="relink", tenant=active, phone=None, **reset
+            )
+        elif req is Request.LOGOUT:
+            if self.engine is not None:
+                with contextlib.suppress(EngineError, OSError):
+                    await self.engine.logout()
+            await self.credentials.wipe()
+            await self._close_engine()
+            self._parked = True
+            await self._transition(
+                SessionState.LOGGED_OUT,
+                kind="logout",
+                cause=Cause.LOGGED_OUT,
+                detail="logged out by request",
+                last_disconnect_cause=Cause.LOGGED_OUT.value,
+                last_disconnect_action=Action.NEEDS_LINK.value,
+                last_disconnect_at=self.clock.now(),
+                last_disconnect_detail="logged out by request",
+                **reset,
+            )
+
+    async def _disconnect_engine(self) -> None:
+        if self.engine is not None:
+            with contextlib.suppress(EngineError, OSError):
+                await self.engine.disconnect()
+        await self.pipeline.disconnected()
+
+    async def _close_engine(self) -> None:
+        engine, self.engine = self.engine, None
+        self.pipeline.ack_engine = None
+        if engine is not None:
+            with contextlib.suppress(EngineError, OSError):
+                await engine.close()
+
+    async def _shutdown(self) -> None:
+        cause = self._stop_cause or Cause.SHUTDOWN
+        await self.pipeline.stop()
+        await self._disconnect_engine()
+        await self._close_engine()
+        if self.lease_lost or cause is Cause.LEASE_LOST:
+            return  # another worker owns the tenant now: write nothing
+        if self.state in (SessionState.LOGGED_OUT, SessionState.DISCONNECTED) and cause in (
+            Cause.SHUTDOWN,
+        ):
+            return
+        with contextlib.suppress(Exception):
+            await self._transition(
+                SessionState.DISCONNECTED
+                if self.state is not SessionState.LOGGED_OUT
+                else self.state,
+                kind="stop",
+                cause=cause,
+                detail=f"stopped ({cause.value})",
+                last_disconnect_cause=cause.value,
+                last_disconnect_action=action_for(cause).value,
+                last_disconnect_at=self.clock.now(),
+                last_disconnect_detail=None,
+                connected_since=None,
+                reconnect_active=False,
+                next_retry_at=None,
+                last_qr=None,
+                qr_expires_at=None,
+            )
+
+    # ------------------------------------------------------------------ persistence
+    async def _transition(
+        self,
+        to: SessionState,
+        *,
+        kind: str = "transition",
+        cause: Cause | None = None,
+        detail: str | None = None,
+        tenant: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        check_transition(self.state, to)
+        frm = self.state
+        self.state = to
+        if frm is not to or kind != "transition":
+            self.log.info(
+                "session state",
+                frm=frm.value,
+                to=to.value,
+                kind=kind,
+                cause=cause.value if cause else None,
+            )
+        event = EventRecord(
+            kind=kind,
+            from_state=frm.value,
+            to_state=to.value,
+            cause=cause.value if cause else None,
+            detail=detail or None,
+        )
+        if kind == "qr" and frm is to:
+            event = EventRecord(kind="qr_rotated", from_state=frm.value, to_state=to.value)
+        await self._write(
+            {"state": to.value, "worker_id": self.fence.worker_id, **fields}, event, tenant
+        )
+
+    async def _record(self, kind: str, *, detail: str | None = None, **fields: Any) -> None:
+        await self._write(fields, EventRecord(kind=kind, detail=detail), None)
+
+    async def _write(
+        self, values: dict[str, Any], event: EventRecord | None, tenant: dict[str, Any] | None
+    ) -> None:
+        if self.lease_lost:
+            return
+        ok = await self.deps.batcher.submit(
+            store.update_session_fn(self.fence, values, event, self.clock.now(), tenant)
+        )
+        if not ok:
+            self._lease_lost()
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        get_logger("wafleet.bot").error(
+            "background task failed", task=task.get_name(), error=repr(task.exception())
+        )

@@ -1,0 +1,301 @@
+"""The durable message pipeline of one tenant.
+
+inbound:  engine event → buffered → stored in one batched INSERT (duplicates by WhatsApp
+          id skipped) → COMMIT → ack to the engine → per-chat queue (in order)
+process:  rules or webhook → in ONE transaction: inbound PROCESSED/FAILED + reply row
+          PENDING in the outbox (deterministic id, so a replay cannot make a 2nd reply)
+outbox:   while connected, PENDING rows are sent in id order with their stable ids and
+          marked SENT; receipts move them to DELIVERED/READ
+resume:   on start (and whenever messages were deferred by a full chat queue) RECEIVED
+          inbound rows are re-queued; PENDING outbound rows go out on the next connect.
+Nothing is acknowledged before it is stored; nothing is replied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from wafleet.engines.base import Engine, EngineError, IncomingMessage, NotConnected, Receipt
+from wafleet.logging import get_logger
+from wafleet.worker import store
+from wafleet.worker.batcher import WriteBatcher
+from wafleet.worker.chat_queue import ChatQueueManager
+from wafleet.worker.clock import Clock
+from wafleet.worker.rules import BotConfig, RuleMatcher
+from wafleet.worker.store import Fence, Inbound, Outcome
+from wafleet.worker.webhook import WebhookClient, WebhookFailed, WebhookMessage
+
+OUTBOX_BATCH = 200
+SWEEP_BATCH = 500
+MAX_SEND_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class _Item:
+    wa_id: str
+    chat: str
+    sender: str
+    text: str
+    at: Any
+
+
+class LeaseLost(Exception):
+    """A fenced write found the lease gone: this worker must stop the tenant."""
+
+
+class TenantPipeline:
+    def __init__(
+        self,
+        *,
+        slug: str,
+        fence: Fence,
+        batcher: WriteBatcher,
+        clock: Clock,
+        webhooks: WebhookClient,
+        chat_queue_max: int,
+        on_lease_lost: Callable[[], None],
+    ) -> None:
+        self.slug = slug
+        self.fence = fence
+        self.batcher = batcher
+        self.clock = clock
+        self.webhooks = webhooks
+        self.on_lease_lost = on_lease_lost
+        self.log = get_logger("wafleet.pipeline", tenant=slug)
+        self.queues: ChatQueueManager[_Item] = ChatQueueManager(
+            self._process, max_per_chat=chat_queue_max, name=f"chat:{slug}"
+        )
+        self.matcher = RuleMatcher(BotConfig())
+        self.config = BotConfig()
+        self.engine: Engine | None = None
+        # the engine that receives acks (set as soon as it exists, before login)
+        self.ack_engine: Engine | None = None
+        self._inflight: set[str] = set()
+        self._deferred = False
+        self._in_buf: list[IncomingMessage] = []
+        self._rc_buf: list[tuple[str, str]] = []
+        self._buf_event = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox_task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._writer_loop(), name=f"inbound:{self.slug}"))
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name=f"sweep:{self.slug}"))
+
+    def set_config(self, config: BotConfig) -> None:
+        self.config = config
+        self.matcher = RuleMatcher(config)
+
+    def connected(self, engine: Engine) -> None:
+        """The engine is logged in: start sending the outbox."""
+        self.engine = engine
+        if self._outbox_task is None or self._outbox_task.done():
+            self._outbox_task = asyncio.create_task(self._outbox_loop(), name=f"outbox:{self.slug}")
+        self._outbox_wake.set()
+
+    async def disconnected(self) -> None:
+        self.engine = None
+        task, self._outbox_task = self._outbox_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        await self.queues.drain(drain_timeout)
+        await self.disconnected()
+        await self._flush_buffers()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.queues.close()
+
+    # ------------------------------------------------------------------ engine events
+    def on_incoming(self, ev: IncomingMessage) -> None:
+        self._in_buf.append(ev)
+        self._buf_event.set()
+
+    def on_receipt(self, ev: Receipt) -> None:
+        self._rc_buf.append((ev.message_id, ev.status))
+        self._buf_event.set()
+
+    def wake_outbox(self) -> None:
+        self._outbox_wake.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return self.queues.depth
+
+    # ------------------------------------------------------------------ inbound
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._buf_event.wait()
+            self._buf_event.clear()
+            try:
+                await self._flush_buffers()
+            except (OSError, SQLAlchemyError) as err:
+                # Database unavailable: nothing was acked, keep the messages and retry.
+                self.log.warning("storing inbound failed, retrying", error=str(err)[:200])
+                await self.clock.sleep(0.5)
+                self._buf_event.set()
+
+    async def _flush_buffers(self) -> None:
+        batch, self._in_buf = self._in_buf, []
+        receipts, self._rc_buf = self._rc_buf, []
+        try:
+            await self._store(batch, receipts)
+        except BaseException:
+            self._in_buf[:0] = batch
+            self._rc_buf[:0] = receipts
+            raise
+
+    async def _store(self, batch: list[IncomingMessage], receipts: list[tuple[str, str]]) -> None:
+        if receipts:
+            await self.batcher.submit(
+                store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now())
+            )
+        if not batch:
+            return
+        # drop duplicates inside the batch itself (a redelivery racing the first copy)
+        unique: dict[str, IncomingMessage] = {}
+        for ev in batch:
+            unique.setdefault(ev.id, ev)
+        items = [
+            Inbound(self.fence.tenant_id, ev.id, ev.chat, ev.sender, ev.text, ev.at)
+            for ev in unique.values()
+        ]
+        new = await self.batcher.submit(store.insert_inbound_fn(items, self.clock.now()))
+        # Stored (or already stored before): now WhatsApp may forget them.
+        engine = self.ack_engine
+        for ev in unique.values():
+            if engine is not None:
+                try:
+                    await engine.ack(ev.id)
+                except (EngineError, ConnectionError, OSError):
+                    break  # unacked messages are redelivered after the reconnect
+        self.received += len(new)
+        for ev in unique.values():
+            if (self.fence.tenant_id, ev.id) in new:
+                self._enqueue(_Item(ev.id, ev.chat, ev.sender, ev.text, ev.at))
+
+    def _enqueue(self, item: _Item) -> None:
+        if item.wa_id in self._inflight:
+            return
+        if self.queues.enqueue(item.chat, item):
+            self._inflight.add(item.wa_id)
+        else:
+            self._deferred = True
+
+    async def _sweep_loop(self) -> None:
+        """Re-queue stored-but-unprocessed inbound rows: at start (crash recovery) and
+        after a full chat queue deferred some."""
+        await self.sweep()
+        while True:
+            await self.clock.sleep(1.0)
+            if self._deferred and self.queues.depth < self.queues.max_per_chat:
+                await self.sweep()
+
+    async def sweep(self) -> None:
+        self._deferred = False
+        after = 0
+        while True:
+            async with self.batcher.engine.connect() as conn:
+                rows = await store.received_inbound(
+                    conn, self.fence.tenant_id, after_id=after, limit=SWEEP_BATCH
+                )
+            for r in rows:
+                self._enqueue(_Item(r["wa_id"], r["chat"], r["sender"], r["body"], r["created_at"]))
+            if len(rows) < SWEEP_BATCH or self._deferred:
+                return
+            after = rows[-1]["id"]
+
+    async def _process(self, item: _Item) -> None:
+        try:
+            outcome = await self._decide(item)
+            ok = await self.batcher.submit(
+                store.complete_inbound_fn(self.fence, outcome, self.clock.now())
+            )
+            if not ok:
+                # Either already processed (a duplicate run) or the lease is gone.
+                if not await self._lease_still_ours():
+                    self.on_lease_lost()
+                    return
+            if outcome.reply is not None:
+                self._outbox_wake.set()
+        finally:
+            self._inflight.discard(item.wa_id)
+
+    async def _decide(self, item: _Item) -> Outcome:
+        tid = self.fence.tenant_id
+        reply = self.matcher.reply_for(item.text, item.sender, item.chat)
+        if reply is not None or self.config.webhook is None:
+            return Outcome(tid, item.wa_id, item.chat, reply)
+        msg = WebhookMessage(self.slug, item.wa_id, item.chat, item.sender, item.text, item.at)
+        try:
+            reply = await self.webhooks.deliver(self.config.webhook, msg)
+        except WebhookFailed as err:
+            self.log.warning("webhook failed", message_id=item.wa_id, reason=str(err))
+            return Outcome(tid, item.wa_id, item.chat, None, error=str(err))
+        return Outcome(tid, item.wa_id, item.chat, reply)
+
+    async def _lease_still_ours(self) -> bool:
+        from sqlalchemy import select
+
+        async with self.batcher.engine.connect() as conn:
+            row = (await conn.execute(select(self.fence.holds()))).scalar()
+        return bool(row)
+
+    # ------------------------------------------------------------------ outbox
+    async def _outbox_loop(self) -> None:
+        failures: dict[int, int] = {}
+        while True:
+            await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            after = 0
+            while True:
+                engine = self.engine
+                if engine is None:
+                    return
+                async with self.batcher.engine.connect() as conn:
+                    rows = await store.pending_outbox(
+                        conn, self.fence.tenant_id, after_id=after, limit=OUTBOX_BATCH
+                    )
+                if not rows:
+                    break
+                sent: list[int] = []
+                try:
+                    for r in rows:
+                        try:
+                            await engine.send_text(r["chat"], r["body"], r["wa_id"])
+                        except NotConnected:
+                            return
+                        except EngineError as err:
+                            n = failures[r["id"]] = failures.get(r["id"], 0) + 1
+                            if n >= MAX_SEND_FAILURES:
+                                failures.pop(r["id"], None)
+                                await self.batcher.submit(
+                                    store.mark_out_failed_fn(
+                                        self.fence, r["id"], f"send failed: {err}", self.clock.now()
+                                    )
+                                )
+                            continue
+                        sent.append(r["id"])
+                        failures.pop(r["id"], None)
+                finally:
+                    if sent:
+                        await self.batcher.submit(
+                            store.mark_sent_fn(self.fence, sent, self.clock.now())
+                        )
+                        self.sent += len(sent)
+                after = rows[-1]["id"]
+                if len(rows) < OUTBOX_BATCH:
+                    break
