@@ -1,0 +1,437 @@
+"""The simulator's state machine: accounts, devices, QR pairing, delivery, faults, stats.
+
+Transport-free: the ASGI layer (`asgi.py`) feeds it handshakes, frames and disconnects;
+it answers by pushing frames onto `Conn`s. Everything runs on one event loop, so no locks.
+Fault semantics are documented in `faults.py`, the wire protocol in `protocol.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from wafleet.simulator import protocol as p
+from wafleet.simulator.connection import CLOSED, NEW, ONLINE, QR, Conn
+from wafleet.simulator.faults import ALL, KINDS, Fault, FaultTable
+from wafleet.simulator.phones import Account, Device
+
+# WhatsApp's QR rotation: the first code lives 60 s, five more 20 s each, then qr_timeout.
+QR_TTLS: tuple[float, ...] = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
+
+
+class ApiError(Exception):
+    """A control-API refusal: HTTP ``status`` with a JSON ``{"error": {code, message}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class QrEntry:
+    conn: Conn
+    expires_at: datetime | None
+    phone: str | None = None  # pairing codes are bound to the phone that asked for them
+
+
+class Simulator:
+    def __init__(
+        self,
+        *,
+        time_scale: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        self.time_scale = time_scale
+        self._clock = clock
+        self._now = now
+        self._sleep = sleep
+        self.accounts: dict[str, Account] = {}
+        self.devices: dict[str, Device] = {}
+        self.faults = FaultTable(clock)
+        self.qr_codes: dict[str, QrEntry] = {}
+        self.conns: set[Conn] = set()
+        self.max_concurrent: dict[str, int] = {}
+        self.connect_attempts: dict[str, int] = {}
+        self.delivered = 0  # inbound messages acked by an engine (each counted once)
+        self.deliveries = 0  # inbound messages written to sockets (redeliveries included)
+        self.outbound_count = 0
+        self._ids = itertools.count(1)
+        self._msg_prefix = "3EB0" + secrets.token_hex(4).upper()  # unique per server run
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ sockets
+
+    def handshake(self, token: str | None) -> tuple[str, Conn | None]:
+        """A new WebSocket upgrade: ``("refuse", None)``, ``("drop", conn)`` or ``("ok", conn)``."""
+        dev = self.devices.get(token) if token else None
+        phone = dev.phone if dev is not None else None
+        if phone is not None:
+            self.connect_attempts[phone] = self.connect_attempts.get(phone, 0) + 1
+        if self.faults and self.faults.active("refuse", phone):
+            return "refuse", None
+        conn = Conn(next(self._ids), token, phone)
+        self.conns.add(conn)
+        if self.faults and self.faults.active("drop", phone):
+            conn.state = CLOSED
+            return "drop", conn
+        return "ok", conn
+
+    def closed(self, conn: Conn) -> None:
+        """The socket is gone (either side closed it)."""
+        self._detach(conn)
+        self.conns.discard(conn)
+
+    def frame(self, conn: Conn, text: str | bytes) -> None:
+        if conn.state == CLOSED:
+            return
+        if self.faults and self.faults.active("blackhole", conn.phone):
+            return  # a blackhole ignores everything
+        frame = p.decode(text)
+        if frame is None:
+            return
+        kind = frame["type"]
+        if kind == "ack":
+            self._ack(conn, frame)
+        elif kind == "send":
+            self._record_send(conn, frame)
+        elif kind == "ping":
+            self._send(conn, {"type": "pong", "id": frame.get("id")})
+        elif kind == "hello":
+            self._hello(conn, frame)
+        elif kind == "logout" and conn.state == ONLINE and conn.device is not None:
+            self._unlink(conn.device)
+        elif kind == "unlink" and conn.state == NEW:
+            dev = self.devices.get(str(frame.get("creds") or ""))
+            if dev is not None:
+                self._unlink(dev)
+            conn.state = CLOSED
+            conn.close_with({"type": "unlinked", "ok": dev is not None})
+        elif kind == "pair_phone" and conn.state == QR:
+            self._pair_code(conn, frame)
+
+    def _send(self, conn: Conn, frame: dict[str, Any]) -> None:
+        if self.faults and self.faults.active("blackhole", conn.phone):
+            return
+        conn.push(frame)
+
+    def _hello(self, conn: Conn, frame: dict[str, Any]) -> None:
+        if conn.state != NEW:
+            return
+        token = frame.get("creds")
+        if not token:
+            conn.state = QR
+            conn.qr_task = self._spawn(self._qr_rotation(conn), f"sim-qr-{conn.id}")
+            return
+        dev = self.devices.get(str(token))
+        if dev is None or not dev.linked:
+            return self._refuse_login(conn, p.LOGGED_OUT, None, "device not linked")
+        phone = dev.phone
+        conn.phone = phone
+        ban = self.faults.active("temp_ban", phone) if self.faults else None
+        if ban is not None:
+            return self._refuse_login(conn, p.TEMP_BANNED, self._expiry(ban), "temporary ban")
+        if self.faults and self.faults.active("outdated", phone):
+            return self._refuse_login(conn, p.CLIENT_OUTDATED, None, "client version outdated")
+        acct = self.accounts[phone]
+        older = [c for c in acct.conns if c.device is dev]
+        conn.device = dev
+        conn.state = ONLINE
+        acct.conns.append(conn)
+        # Counted before the older one is replaced: a session run twice must show as 2.
+        if len(acct.conns) > self.max_concurrent.get(phone, 0):
+            self.max_concurrent[phone] = len(acct.conns)
+        for old in older:
+            self._end(old, p.REPLACED, detail="another connection logged in with this device")
+        conn.push({"type": "connected", "phone": phone, "jid": acct.jid})
+        if acct.pending:
+            items = list(acct.pending.values())
+            self.deliveries += len(items)
+            conn.push({"type": "messages", "items": items})
+
+    def _refuse_login(self, conn: Conn, reason: str, expires: datetime | None, detail: str) -> None:
+        conn.state = CLOSED
+        conn.close_with(
+            {
+                "type": "login_failed",
+                "reason": reason,
+                "expires_at": p.iso(expires),
+                "detail": detail,
+            }
+        )
+
+    def _ack(self, conn: Conn, frame: dict[str, Any]) -> None:
+        acct = self.accounts.get(conn.phone) if conn.phone else None
+        ids = frame.get("ids")
+        if acct is None or not isinstance(ids, list):
+            return
+        pending = acct.pending
+        for mid in ids:
+            if isinstance(mid, str) and pending.pop(mid, None) is not None:
+                self.delivered += 1
+
+    def _record_send(self, conn: Conn, frame: dict[str, Any]) -> None:
+        mid, to, text = frame.get("id"), frame.get("to"), frame.get("text")
+        if conn.state != ONLINE or conn.phone is None:
+            return
+        if not (isinstance(mid, str) and mid and isinstance(to, str) and isinstance(text, str)):
+            return
+        acct = self.accounts[conn.phone]
+        duplicate = mid in acct.outbound_ids
+        at = p.iso(self._now())
+        if not duplicate:
+            acct.outbound_ids.add(mid)
+            acct.outbound.append({"id": mid, "to": to, "text": text, "at": at})
+            self.outbound_count += 1
+        conn.push({"type": "sent", "id": mid, "duplicate": duplicate})
+        conn.push(
+            {
+                "type": "receipts",
+                "items": [
+                    {"id": mid, "status": "DELIVERED", "at": at},
+                    {"id": mid, "status": "READ", "at": at},
+                ],
+            }
+        )
+
+    # ------------------------------------------------------------------ pairing
+
+    async def _qr_rotation(self, conn: Conn) -> None:
+        for ttl in QR_TTLS:
+            seconds = ttl * self.time_scale
+            code = f"2@{secrets.token_urlsafe(24)},{secrets.token_urlsafe(16)},{conn.id}"
+            expires = self._now() + timedelta(seconds=seconds)
+            self.qr_codes[code] = QrEntry(conn, expires)
+            conn.qr_code = code
+            self._send(conn, {"type": "qr", "code": code, "expires_at": p.iso(expires)})
+            try:
+                await self._sleep(seconds)
+            finally:
+                self.qr_codes.pop(code, None)
+        conn.qr_code = None
+        conn.qr_task = None  # finishing by itself: don't let _detach cancel us
+        self._end(conn, p.QR_TIMEOUT, detail="no QR code was scanned in time")
+
+    def _pair_code(self, conn: Conn, frame: dict[str, Any]) -> None:
+        phone = frame.get("phone")
+        if not isinstance(phone, str) or not phone:
+            return
+        alphabet = "ABCDEFGHJKLMNPQRSTVWXYZ23456789"
+        raw = "".join(secrets.choice(alphabet) for _ in range(8))
+        code = f"{raw[:4]}-{raw[4:]}"
+        self.qr_codes[code] = QrEntry(conn, None, phone=phone)
+        self._send(conn, {"type": "pair_code", "code": code})
+
+    def scan(self, code: str, phone: str) -> dict[str, Any]:
+        entry = self.qr_codes.get(code)
+        if entry is None or entry.conn.state != QR:
+            raise ApiError(404, "unknown_qr", "no session is showing this QR code (expired?)")
+        if entry.expires_at is not None and entry.expires_at <= self._now():
+            raise ApiError(404, "unknown_qr", "this QR code has expired")
+        if entry.phone is not None and entry.phone != phone:
+            raise ApiError(409, "wrong_phone", f"this pairing code was requested for {entry.phone}")
+        conn = entry.conn
+        acct = self.accounts.get(phone)
+        if acct is None:
+            acct = self.accounts[phone] = Account(phone)
+        dev = Device(token=secrets.token_urlsafe(32), phone=phone)
+        self.devices[dev.token] = dev
+        acct.devices.append(dev)
+        self._detach(conn)
+        conn.push({"type": "pair_success", "phone": phone, "jid": acct.jid, "creds": dev.token})
+        conn.close_with(
+            {
+                "type": "close",
+                "reason": p.RESTART_REQUIRED,
+                "expires_at": None,
+                "detail": "paired; reconnect with the new credentials",
+            }
+        )
+        return {"phone": phone, "jid": acct.jid}
+
+    # ------------------------------------------------------------------ messages
+
+    def account(self, phone: str) -> Account:
+        acct = self.accounts.get(phone)
+        if acct is None:
+            raise ApiError(404, "unknown_phone", f"no account is linked to {phone}")
+        return acct
+
+    def inbound(self, messages: Iterable[tuple[str, str, str]]) -> list[str]:
+        """Queue (phone, from, text) messages; every phone must be known (checked first)."""
+        batch = list(messages)
+        for phone, _, _ in batch:
+            self.account(phone)
+        at = p.iso(self._now())
+        ids: list[str] = []
+        per_account: dict[str, list[dict[str, Any]]] = {}
+        for phone, sender, text in batch:
+            mid = f"{self._msg_prefix}{next(self._ids):010X}"
+            item = {"id": mid, "chat": sender, "sender": sender, "text": text, "at": at}
+            self.accounts[phone].pending[mid] = item
+            per_account.setdefault(phone, []).append(item)
+            ids.append(mid)
+        for phone, items in per_account.items():
+            for conn in self.accounts[phone].conns:
+                if conn.state == ONLINE:
+                    self.deliveries += len(items)
+                    self._send(conn, {"type": "messages", "items": list(items)})
+        return ids
+
+    # ------------------------------------------------------------------ faults
+
+    def add_fault(self, kind: str, phone: str, duration_s: float | None) -> dict[str, Any]:
+        if kind not in KINDS:
+            raise ApiError(422, "unknown_fault", f"unknown fault kind {kind!r}; one of {KINDS}")
+        if phone != ALL:
+            self.account(phone)
+        seconds = duration_s * self.time_scale if duration_s is not None else None
+        until = self._clock() + seconds if seconds is not None else None
+        fault = Fault(kind, phone, until)
+        expires = self._now() + timedelta(seconds=seconds) if seconds is not None else None
+        online = [c for c in self.conns if c.state == ONLINE and fault.applies_to(c.phone)]
+        if kind == "drop":
+            for conn in [c for c in self.conns if phone == ALL or c.phone == phone]:
+                self._detach(conn)
+                conn.abort()
+            if until is not None:
+                self.faults.add(fault)
+        elif kind in ("blackhole", "refuse"):
+            self.faults.add(fault)
+        elif kind == "logout":
+            for dev in self.devices.values():
+                if fault.applies_to(dev.phone):
+                    self._unlink(dev)
+        elif kind == "replaced":
+            for conn in online:
+                self._end(conn, p.REPLACED, detail="another client took over the session")
+        elif kind == "temp_ban":
+            self.faults.add(fault)
+            for conn in online:
+                self._end(conn, p.TEMP_BANNED, expires, "temporary ban")
+        elif kind == "restart_required":
+            for conn in online:
+                self._end(conn, p.RESTART_REQUIRED, detail="server asked for a restart")
+        elif kind == "outdated":
+            self.faults.add(fault)
+            for conn in online:
+                self._end(conn, p.CLIENT_OUTDATED, detail="client version outdated")
+        return {"kind": kind, "phone": phone, "expires_at": p.iso(expires), "affected": len(online)}
+
+    def clear_faults(self, phone: str | None) -> int:
+        return self.faults.clear(phone)
+
+    def _expiry(self, fault: Fault) -> datetime | None:
+        if fault.until is None:
+            return None
+        return self._now() + timedelta(seconds=max(0.0, fault.until - self._clock()))
+
+    def _unlink(self, dev: Device) -> None:
+        dev.linked = False
+        acct = self.accounts.get(dev.phone)
+        if acct is not None:
+            for conn in [c for c in acct.conns if c.device is dev]:
+                self._end(conn, p.LOGGED_OUT, detail="the device was unlinked")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _end(
+        self, conn: Conn, reason: str, expires: datetime | None = None, detail: str = ""
+    ) -> None:
+        self._detach(conn)
+        conn.close_with(
+            {"type": "close", "reason": reason, "expires_at": p.iso(expires), "detail": detail}
+        )
+
+    def _detach(self, conn: Conn) -> None:
+        """Take ``conn`` out of every live structure (idempotent)."""
+        if conn.state == ONLINE and conn.phone is not None:
+            acct = self.accounts.get(conn.phone)
+            if acct is not None and conn in acct.conns:
+                acct.conns.remove(conn)
+        task, conn.qr_task = conn.qr_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if conn.qr_code is not None:
+            self.qr_codes.pop(conn.qr_code, None)
+            conn.qr_code = None
+        for code in [c for c, e in self.qr_codes.items() if e.conn is conn and e.phone]:
+            del self.qr_codes[code]
+        conn.state = CLOSED
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def aclose(self) -> None:
+        """Cancel timers and drop every connection (server shutdown)."""
+        for conn in list(self.conns):
+            self._detach(conn)
+            conn.abort()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ views
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": {ph: len(a.conns) for ph, a in self.accounts.items()},
+            "max_concurrent": dict(self.max_concurrent),
+            "connect_attempts": dict(self.connect_attempts),
+            "inbound_pending": sum(len(a.pending) for a in self.accounts.values()),
+            "delivered": self.delivered,
+            "outbound": self.outbound_count,
+            # extensions
+            "deliveries": self.deliveries,
+            "open_sockets": len(self.conns),
+            "qr_waiting": sum(1 for c in self.conns if c.state == QR),
+        }
+
+    def pending_qr(self) -> list[dict[str, Any]]:
+        now = self._now()
+        return [
+            {"qr": code, "expires_at": p.iso(e.expires_at), "session": e.conn.id}
+            for code, e in self.qr_codes.items()
+            if e.phone is None and e.expires_at is not None and e.expires_at > now
+        ]
+
+    def accounts_view(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "phone": a.phone,
+                "jid": a.jid,
+                "linked_devices": sum(1 for d in a.devices if d.linked),
+                "connections": len(a.conns),
+                "inbound_pending": len(a.pending),
+                "outbound": len(a.outbound),
+            }
+            for a in self.accounts.values()
+        ]
+
+    def faults_view(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [
+            {
+                "kind": f.kind,
+                "phone": f.phone,
+                "remaining_s": None if f.until is None else round(max(0.0, f.until - now), 3),
+            }
+            for f in self.faults.listing()
+        ]
