@@ -77,6 +77,7 @@ class TenantPipeline:
         self.ack_engine: Engine | None = None
         self._inflight: set[str] = set()
         self._deferred = False
+        self._deferred_event = asyncio.Event()
         self._in_buf: list[IncomingMessage] = []
         self._rc_buf: list[tuple[str, str]] = []
         self._buf_event = asyncio.Event()
@@ -194,15 +195,19 @@ class TenantPipeline:
             self._inflight.add(item.wa_id)
         else:
             self._deferred = True
+            self._deferred_event.set()
 
     async def _sweep_loop(self) -> None:
         """Re-queue stored-but-unprocessed inbound rows: at start (crash recovery) and
         after a full chat queue deferred some."""
         await self.sweep()
         while True:
-            await self.clock.sleep(1.0)
-            if self._deferred and self.queues.depth < self.queues.max_per_chat:
-                await self.sweep()
+            await self._deferred_event.wait()
+            # let the chat queues drain a little before taking more from the database
+            while self.queues.depth >= self.queues.max_per_chat:
+                await self.clock.sleep(0.2)
+            self._deferred_event.clear()
+            await self.sweep()
 
     async def sweep(self) -> None:
         self._deferred = False
