@@ -1,0 +1,1 @@
+"""Portal routes: pages (auth, status, logs, settings, admin), JSON API and SSE stream."""
