@@ -54,11 +54,7 @@ class Recorder:
         """The ``count``-th event of ``kind`` (``exact``: type equality, not subclass)."""
 
         def found() -> list[E]:
-            return [
-                e
-                for e in self.events
-                if (type(e) is kind if exact else isinstance(e, kind))
-            ]
+            return [e for e in self.events if (type(e) is kind if exact else isinstance(e, kind))]
 
         async with asyncio.timeout(timeout):
             async with self._changed:
@@ -102,3 +98,46 @@ async def pair(
     await rec.wait_for(ConnectionLost)
     await engine.connect()
     return await rec.wait_for(Connected)
+
+
+class running_simulator:
+    """An in-process `SimulatorServer` plus an HTTP client for its control API."""
+
+    def __init__(self, time_scale: float = 0.05) -> None:
+        from wafleet.simulator import SimulatorServer
+
+        self.server = SimulatorServer(time_scale=time_scale)
+        self.http: httpx.AsyncClient
+
+    async def __aenter__(self) -> running_simulator:
+        await self.server.start()
+        self.http = httpx.AsyncClient(base_url=self.server.http_url, timeout=10, trust_env=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.server.stop()
+
+    @property
+    def ws_url(self) -> str:
+        return self.server.ws_url
+
+    async def stats(self) -> dict[str, object]:
+        resp = await self.http.get("/sim/stats")
+        assert resp.status_code == 200
+        return dict(resp.json())
+
+    async def fault(self, kind: str, phone: str, duration_s: float | None = None) -> dict:
+        body: dict[str, object] = {"kind": kind, "phone": phone}
+        if duration_s is not None:
+            body["duration_s"] = duration_s
+        resp = await self.http.post("/sim/faults", json=body)
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    async def inbound(self, phone: str, sender: str, text: str) -> str:
+        resp = await self.http.post(
+            "/sim/inbound", json={"phone": phone, "from": sender, "text": text}
+        )
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["id"])

@@ -177,7 +177,11 @@ class SimulatorEngine:
         token = await self._token()
         ws = await self._open(token)
         try:
-            await ws.send(p.encode({"type": "hello", "creds": token, "version": p.CLIENT_VERSION}))
+            hello = {"type": "hello", "creds": token, "version": p.CLIENT_VERSION}
+            try:
+                await ws.send(p.encode(hello))
+            except ConnectionClosed as err:
+                raise ConnectFailed(Cause.NETWORK, f"connection closed at login ({err})") from None
             first = await self._first_frame(ws)
         except BaseException:
             await self._close_ws(ws)
