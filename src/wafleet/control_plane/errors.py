@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DatabaseError, DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wafleet.logging import get_logger
@@ -104,6 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # A locked or unreachable database is an outage, not a bug in the request.
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(InterfaceError, _database_error)
+    # Not a database file, no schema (never migrated), lost connection ...
+    app.add_exception_handler(DatabaseError, _database_error)
     # e.g. a NUL character PostgreSQL refuses in text: the caller's input.
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _server_error)

@@ -54,11 +54,11 @@ async def read_snapshot(db: Database, *, now: datetime | None = None) -> FleetSn
             await s.execute(
                 select(WhatsAppSession.state, func.count()).group_by(WhatsAppSession.state)
             )
-        ).tuples():
+        ).all():
             snap.sessions[state] = int(n)
         for status, n in (
             await s.execute(select(Tenant.status, func.count()).group_by(Tenant.status))
-        ).tuples():
+        ).all():
             snap.tenants[status] = int(n)
         total, active = (
             await s.execute(
@@ -75,7 +75,7 @@ async def read_snapshot(db: Database, *, now: datetime | None = None) -> FleetSn
                     MessageLog.direction, MessageLog.status
                 )
             )
-        ).tuples():
+        ).all():
             snap.messages[(direction, status)] = int(n)
         rows = (
             await s.execute(
@@ -86,7 +86,7 @@ async def read_snapshot(db: Database, *, now: datetime | None = None) -> FleetSn
                     WorkerProcess.stats,
                 )
             )
-        ).tuples()
+        ).all()
         for wid, status, hb, stats in rows:
             snap.workers[status] = snap.workers.get(status, 0) + 1
             if status in (WorkerStatus.RUNNING, WorkerStatus.STALE):

@@ -107,7 +107,7 @@ async def admin_tenants(
     if status is not None:
         q = q.where(Tenant.status == status)
     items = []
-    for slug, name, t_status, ws, worker_id in (await session.execute(q)).tuples():
+    for slug, name, t_status, ws, worker_id in (await session.execute(q)).all():
         items.append(
             sch.AdminTenantItem(
                 slug=slug,
@@ -147,5 +147,5 @@ async def workers(session: AsyncSession, *, status: str | None) -> list[sch.Work
             last_heartbeat_at=w.last_heartbeat_at,
             tenants=int(n),
         )
-        for w, n in (await session.execute(q)).tuples()
+        for w, n in (await session.execute(q)).all()
     ]
