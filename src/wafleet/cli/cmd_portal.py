@@ -54,22 +54,25 @@ async def serve_portal(
             if ready is not None and self.started:
                 ready.set()
 
+    from wafleet.control_plane.server import bind_socket
+
+    sock = bind_socket(host, port)  # a busy port is one clear error (ListenError), exit 1
     config = uvicorn.Config(
         application,
-        host=host,
-        port=port,
         log_config=None,  # our structlog/stdlib setup, not uvicorn's
         access_log=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         proxy_headers=True,
         lifespan="on",
+        server_header=False,
     )
     server = _Server(config)
-    serve = asyncio.create_task(server.serve(), name="portal-uvicorn")
-    waiter = asyncio.create_task((stop or asyncio.Event()).wait(), name="portal-stop-wait")
+    serve = asyncio.create_task(server.serve(sockets=[sock]), name="portal:uvicorn")
+    waiter = asyncio.create_task((stop or asyncio.Event()).wait(), name="portal:stop-wait")
     try:
         await asyncio.wait({serve, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        # Reached on `stop`, on the server ending by itself, and on cancellation.
         server.should_exit = True
         ctx.stopping.set()
         waiter.cancel()
@@ -78,15 +81,13 @@ async def serve_portal(
         try:
             await asyncio.wait_for(asyncio.shield(serve), timeout=SHUTDOWN_GRACE_S + 5)
         except TimeoutError:
+            server.force_exit = True
             serve.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await serve
-    if serve.done() and not serve.cancelled() and serve.exception() is not None:
-        raise serve.exception()  # type: ignore[misc]
-    if not server.started:
-        from wafleet.errors import WafleetError
-
-        raise WafleetError(f"portal: could not listen on {host}:{port}")
+        sock.close()
+    if not serve.cancelled() and (exc := serve.exception()) is not None:
+        raise exc
 
 
 @app.command("portal")

@@ -5,6 +5,7 @@ plane on save. The webhook secret is never shown: "***" keeps the stored one."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -36,6 +37,17 @@ EXAMPLE = {
 }
 
 
+def unwrap_config(answer: Any) -> dict[str, Any]:
+    """The rules document from the control plane's ``{"config": {...}, "version": N}``
+    (or a bare document); an empty config shows as an empty rule list."""
+    doc = answer.get("config", answer) if isinstance(answer, dict) else None
+    if not isinstance(doc, dict):
+        return {"rules": []}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    doc.setdefault("rules", [])
+    return doc
+
+
 @router.get("/app/settings")
 async def settings_page(
     request: Request,
@@ -47,9 +59,8 @@ async def settings_page(
     slug = pick_tenant(user, tenant)
     if slug is None:
         return render(request, "no_tenant.html", user=user)
-    config = await ctx.cp.get(CONFIG_PATH, user=user.email, params=tenant_params(slug))
-    if not isinstance(config, dict) or not config:
-        config = {"rules": []}
+    answer = await ctx.cp.get(CONFIG_PATH, user=user.email, params=tenant_params(slug))
+    config = unwrap_config(answer)
     return render(
         request,
         "settings.html",
