@@ -54,8 +54,8 @@ class Simulator:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         self.time_scale = time_scale
-        self._clock = clock
-        self._now = now
+        self.clock = clock
+        self.now = now
         self._sleep = sleep
         self.accounts: dict[str, Account] = {}
         self.devices: dict[str, Device] = {}
@@ -189,7 +189,7 @@ class Simulator:
             return
         acct = self.accounts[conn.phone]
         duplicate = mid in acct.outbound_ids
-        at = p.iso(self._now())
+        at = p.iso(self.now())
         if not duplicate:
             acct.outbound_ids.add(mid)
             acct.outbound.append({"id": mid, "to": to, "text": text, "at": at})
@@ -211,7 +211,7 @@ class Simulator:
         for ttl in QR_TTLS:
             seconds = ttl * self.time_scale
             code = f"2@{secrets.token_urlsafe(24)},{secrets.token_urlsafe(16)},{conn.id}"
-            expires = self._now() + timedelta(seconds=seconds)
+            expires = self.now() + timedelta(seconds=seconds)
             self.qr_codes[code] = QrEntry(conn, expires)
             conn.qr_code = code
             self._send(conn, {"type": "qr", "code": code, "expires_at": p.iso(expires)})
@@ -237,7 +237,7 @@ class Simulator:
         entry = self.qr_codes.get(code)
         if entry is None or entry.conn.state != QR:
             raise ApiError(404, "unknown_qr", "no session is showing this QR code (expired?)")
-        if entry.expires_at is not None and entry.expires_at <= self._now():
+        if entry.expires_at is not None and entry.expires_at <= self.now():
             raise ApiError(404, "unknown_qr", "this QR code has expired")
         if entry.phone is not None and entry.phone != phone:
             raise ApiError(409, "wrong_phone", f"this pairing code was requested for {entry.phone}")
@@ -273,7 +273,7 @@ class Simulator:
         batch = list(messages)
         for phone, _, _ in batch:
             self.account(phone)
-        at = p.iso(self._now())
+        at = p.iso(self.now())
         ids: list[str] = []
         per_account: dict[str, list[dict[str, Any]]] = {}
         for phone, sender, text in batch:
@@ -297,9 +297,9 @@ class Simulator:
         if phone != ALL:
             self.account(phone)
         seconds = duration_s * self.time_scale if duration_s is not None else None
-        until = self._clock() + seconds if seconds is not None else None
+        until = self.clock() + seconds if seconds is not None else None
         fault = Fault(kind, phone, until)
-        expires = self._now() + timedelta(seconds=seconds) if seconds is not None else None
+        expires = self.now() + timedelta(seconds=seconds) if seconds is not None else None
         online = [c for c in self.conns if c.state == ONLINE and fault.applies_to(c.phone)]
         if kind == "drop":
             for conn in [c for c in self.conns if phone == ALL or c.phone == phone]:
@@ -335,7 +335,7 @@ class Simulator:
     def _expiry(self, fault: Fault) -> datetime | None:
         if fault.until is None:
             return None
-        return self._now() + timedelta(seconds=max(0.0, fault.until - self._clock()))
+        return self.now() + timedelta(seconds=max(0.0, fault.until - self.clock()))
 
     def _unlink(self, dev: Device) -> None:
         dev.linked = False
@@ -387,51 +387,3 @@ class Simulator:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    # ------------------------------------------------------------------ views
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "connections": {ph: len(a.conns) for ph, a in self.accounts.items()},
-            "max_concurrent": dict(self.max_concurrent),
-            "connect_attempts": dict(self.connect_attempts),
-            "inbound_pending": sum(len(a.pending) for a in self.accounts.values()),
-            "delivered": self.delivered,
-            "outbound": self.outbound_count,
-            # extensions
-            "deliveries": self.deliveries,
-            "open_sockets": len(self.conns),
-            "qr_waiting": sum(1 for c in self.conns if c.state == QR),
-        }
-
-    def pending_qr(self) -> list[dict[str, Any]]:
-        now = self._now()
-        return [
-            {"qr": code, "expires_at": p.iso(e.expires_at), "session": e.conn.id}
-            for code, e in self.qr_codes.items()
-            if e.phone is None and e.expires_at is not None and e.expires_at > now
-        ]
-
-    def accounts_view(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "phone": a.phone,
-                "jid": a.jid,
-                "linked_devices": sum(1 for d in a.devices if d.linked),
-                "connections": len(a.conns),
-                "inbound_pending": len(a.pending),
-                "outbound": len(a.outbound),
-            }
-            for a in self.accounts.values()
-        ]
-
-    def faults_view(self) -> list[dict[str, Any]]:
-        now = self._clock()
-        return [
-            {
-                "kind": f.kind,
-                "phone": f.phone,
-                "remaining_s": None if f.until is None else round(max(0.0, f.until - now), 3),
-            }
-            for f in self.faults.listing()
-        ]

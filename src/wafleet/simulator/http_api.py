@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
+from wafleet.simulator import views
 from wafleet.simulator.core import ApiError, Simulator
 from wafleet.simulator.faults import ALL
 
@@ -86,6 +87,8 @@ def inbound_batch(sim: Simulator, _q: dict[str, str], body: Any) -> tuple[int, A
 
 def outbound(sim: Simulator, query: dict[str, str], _b: Any) -> tuple[int, Any]:
     phone = query.get("phone")
+    if phone is not None and phone.startswith(" "):
+        phone = "+" + phone[1:]  # an unencoded "+" in a query string arrives as a space
     if phone is None:
         return 200, [{**m, "phone": a.phone} for a in sim.accounts.values() for m in a.outbound]
     if not PHONE_RE.match(phone):
@@ -124,19 +127,19 @@ def clear_faults(sim: Simulator, _q: dict[str, str], body: Any) -> tuple[int, An
 
 
 def list_faults(sim: Simulator, _q: dict[str, str], _b: Any) -> tuple[int, Any]:
-    return 200, sim.faults_view()
+    return 200, views.faults(sim)
 
 
 def stats(sim: Simulator, _q: dict[str, str], _b: Any) -> tuple[int, Any]:
-    return 200, sim.stats()
+    return 200, views.stats(sim)
 
 
 def qr_codes(sim: Simulator, _q: dict[str, str], _b: Any) -> tuple[int, Any]:
-    return 200, sim.pending_qr()
+    return 200, views.pending_qr(sim)
 
 
 def accounts(sim: Simulator, _q: dict[str, str], _b: Any) -> tuple[int, Any]:
-    return 200, sim.accounts_view()
+    return 200, views.accounts(sim)
 
 
 # (method, path) → (handler, takes a body, body required)
