@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 class FileCredentialStore:
     """Credentials as one file in the tenant's session directory (dir 0700, file 0600)."""
@@ -66,3 +68,59 @@ class MemoryCredentialStore:
 
     async def wipe(self) -> None:
         self.data = None
+
+
+class DbCredentialStore:
+    """Credentials in the shared database (multi-worker mode): a tenant that fails over
+    to another worker host resumes its session without a new QR scan."""
+
+    def __init__(self, engine: AsyncEngine, tenant_id: int, engine_name: str) -> None:
+        self.engine = engine
+        self.tenant_id = tenant_id
+        self.engine_name = engine_name
+
+    async def load(self) -> bytes | None:
+        from sqlalchemy import select
+
+        from wafleet.db.models import SessionCredential as SC
+
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(SC.data).where(
+                        SC.tenant_id == self.tenant_id, SC.engine == self.engine_name
+                    )
+                )
+            ).first()
+        return bytes(row[0]) if row else None
+
+    async def save(self, data: bytes) -> None:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        from wafleet.db.base import utcnow
+        from wafleet.db.models import SessionCredential as SC
+
+        values = {
+            "tenant_id": self.tenant_id,
+            "engine": self.engine_name,
+            "data": data,
+            "updated_at": utcnow(),
+        }
+        async with self.engine.begin() as conn:
+            ins = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(SC)
+            await conn.execute(
+                ins.values(**values).on_conflict_do_update(
+                    index_elements=[SC.tenant_id, SC.engine],
+                    set_={"data": data, "updated_at": values["updated_at"]},
+                )
+            )
+
+    async def wipe(self) -> None:
+        from sqlalchemy import delete
+
+        from wafleet.db.models import SessionCredential as SC
+
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(SC).where(SC.tenant_id == self.tenant_id, SC.engine == self.engine_name)
+            )

@@ -18,6 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
 from wafleet.config import Settings
 from wafleet.engines.base import (
     Connected,
@@ -72,6 +75,9 @@ class BotDeps:
     credentials: CredentialFactory
     worker_id: str
     sessions_dir: Path
+    # False while the supervisor could not renew leases recently (e.g. the process was
+    # paused): the local view of ownership is not trustworthy, so no bot may connect.
+    lease_fresh: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -171,6 +177,10 @@ class TenantBot:
             self.state is SessionState.CONNECTED,
             self.pipeline.queue_depth,
         )
+
+    @property
+    def parked(self) -> bool:
+        return self._parked
 
     def _lease_lost(self) -> None:
         if not self.lease_lost:
@@ -279,7 +289,28 @@ class TenantBot:
             self.pipeline.ack_engine = self.engine
         return self.engine
 
+    async def _may_connect(self) -> bool:
+        """Never (re)connect on a stale lease: two clients on one account make WhatsApp
+        replace the session."""
+        while not self.deps.lease_fresh():
+            await self._wait_wake(self.deps.settings.heartbeat_interval)
+            if self._stop_cause is not None:
+                return False
+        try:
+            async with self.deps.batcher.engine.connect() as conn:
+                held = (await conn.execute(select(self.fence.holds()))).scalar()
+        except (SQLAlchemyError, OSError):
+            return False
+        if not held:
+            self._lease_lost()
+            return False
+        return True
+
     async def _connect_and_serve(self) -> _Lost | None:
+        if not await self._may_connect():
+            if self._stop_cause is None and not self.lease_lost:
+                await self._wait_wake(self.deps.settings.heartbeat_interval)
+            return None
         engine = self._ensure_engine()
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
@@ -519,7 +550,10 @@ class TenantBot:
 
     async def _shutdown(self) -> None:
         cause = self._stop_cause or Cause.SHUTDOWN
-        await self.pipeline.stop()
+        try:
+            await asyncio.wait_for(self.pipeline.stop(), 15.0)
+        except (TimeoutError, SQLAlchemyError, OSError) as err:
+            self.log.warning("pipeline did not stop cleanly", error=repr(err)[:200])
         await self._disconnect_engine()
         await self._close_engine()
         if self.lease_lost or cause is Cause.LEASE_LOST:
@@ -590,9 +624,15 @@ class TenantBot:
     ) -> None:
         if self.lease_lost:
             return
-        ok = await self.deps.batcher.submit(
-            store.update_session_fn(self.fence, values, event, self.clock.now(), tenant)
-        )
+        try:
+            ok = await self.deps.batcher.submit(
+                store.update_session_fn(self.fence, values, event, self.clock.now(), tenant)
+            )
+        except (SQLAlchemyError, OSError) as err:
+            # Database outage: keep running on the in-memory state; the supervisor
+            # self-fences if it lasts. Not a lost lease.
+            self.log.warning("persisting session state failed", error=str(err)[:200])
+            return
         if not ok:
             self._lease_lost()
 

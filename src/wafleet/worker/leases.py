@@ -103,3 +103,31 @@ async def paused_tenants(conn: AsyncConnection, tenant_ids: list[int]) -> set[in
         select(TN.c.id).where(TN.c.id.in_(tenant_ids), TN.c.status == TenantStatus.PAUSED.value)
     )
     return {int(r[0]) for r in rows.all()}
+
+
+async def fair_share(
+    conn: AsyncConnection, *, now: datetime, live_window: float, capacity: int
+) -> int:
+    """How many tenants one worker should hold: runnable tenants / live workers, rounded
+    up, at most the capacity. A worker counts as live while its heartbeat is recent."""
+    from sqlalchemy import func
+
+    from wafleet.db.models import WorkerProcess
+    from wafleet.states import WorkerStatus
+
+    wp = cast(Table, WorkerProcess.__table__)
+    live = (
+        await conn.execute(
+            select(func.count(wp.c.id)).where(
+                wp.c.status == WorkerStatus.RUNNING.value,
+                wp.c.last_heartbeat_at > now - timedelta(seconds=live_window),
+            )
+        )
+    ).scalar_one()
+    total = (
+        await conn.execute(
+            select(func.count(TN.c.id)).where(TN.c.status != TenantStatus.PAUSED.value)
+        )
+    ).scalar_one()
+    workers = max(1, int(live))
+    return min(capacity, -(-int(total) // workers))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wafleet.config import Settings
 from wafleet.db.engine import Database
 from wafleet.engines.base import CredentialStore, EngineContext
-from wafleet.engines.credentials import FileCredentialStore
+from wafleet.engines.credentials import DbCredentialStore, FileCredentialStore
 from wafleet.logging import get_logger
 from wafleet.states import Cause
 from wafleet.worker import commands as cmds
@@ -31,7 +30,9 @@ from wafleet.worker.clock import Clock, SystemClock
 from wafleet.worker.webhook import WebhookClient
 
 COMMAND_POLL = 0.5
+COMMAND_POLL_WITH_LISTEN = 5.0
 BOT_RESTART_COOLDOWN = 5.0
+MAX_MOVES_PER_ROUND = 5  # rebalancing hands over at most this many tenants per interval
 log = get_logger("wafleet.supervisor")
 
 
@@ -81,6 +82,7 @@ class Supervisor:
             credentials=credentials or self._file_credentials,
             worker_id=self.worker_id,
             sessions_dir=settings.sessions_dir,
+            lease_fresh=self.lease_fresh,
         )
         self.bots: dict[int, TenantBot] = {}
         self.held: dict[int, int] = {}  # tenant id → lease epoch
@@ -91,8 +93,16 @@ class Supervisor:
         self._last_renew_ok = 0.0
         self._fenced = False
 
-    def _file_credentials(self, slug: str, _tenant_id: int) -> CredentialStore:
+    def _file_credentials(self, slug: str, tenant_id: int) -> CredentialStore:
+        if self.settings.is_postgres and self.settings.engine == "simulator":
+            # shared database: credentials move with the tenant on failover
+            return DbCredentialStore(self.db.engine, tenant_id, "simulator")
         return FileCredentialStore(self.settings.sessions_dir / slug)
+
+    def lease_fresh(self) -> bool:
+        """True while our last successful lease renewal is recent enough to trust."""
+        age = self.clock.monotonic() - self._last_renew_ok
+        return not self._fenced and age < self.settings.lease_ttl * 0.6
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -266,7 +276,14 @@ class Supervisor:
             await self._stop_bot(tenant_id, Cause.PAUSED)
             async with self.db.engine.begin() as conn:
                 await leases.release(conn, self.worker_id, [tenant_id])
-        room = self.settings.worker_capacity - len(self.bots)
+        live_window = self.settings.heartbeat_interval * 2.5
+        async with self.db.engine.connect() as conn:
+            fair = await leases.fair_share(
+                conn, now=now, live_window=live_window, capacity=self.settings.worker_capacity
+            )
+        if len(self.bots) > fair + 1:
+            await self._hand_over(len(self.bots) - fair)
+        room = min(self.settings.worker_capacity, fair) - len(self.bots)
         async with self.db.engine.begin() as conn:
             claimed = await leases.claim(
                 conn, self.worker_id, now=now, ttl=self.settings.lease_ttl, limit=room
@@ -278,13 +295,31 @@ class Supervisor:
         if claimed:
             log.info("claimed tenants", count=len(claimed))
 
+    async def _hand_over(self, excess: int) -> None:
+        """Give tenants back so a newly joined worker gets its fair share: each move is a
+        clean stop (drain, disconnect) BEFORE the lease is released — never overlapping."""
+        moves = sorted(self.bots)[-min(excess, MAX_MOVES_PER_ROUND) :]
+        log.info("rebalancing: handing over tenants", count=len(moves))
+        for tenant_id in moves:
+            await self._stop_bot(tenant_id, Cause.SHUTDOWN)
+            async with self.db.engine.begin() as conn:
+                await leases.release(conn, self.worker_id, [tenant_id])
+
     async def _command_loop(self) -> None:
-        while True:
-            try:
-                await self._apply_commands()
-            except (SQLAlchemyError, OSError) as err:
-                log.warning("reading commands failed", error=str(err)[:200])
-            await self.clock.sleep(COMMAND_POLL)
+        listener = _CommandListener(self.settings) if self.settings.is_postgres else None
+        try:
+            while True:
+                try:
+                    await self._apply_commands()
+                except (SQLAlchemyError, OSError) as err:
+                    log.warning("reading commands failed", error=str(err)[:200])
+                if listener is not None and await listener.ensure():
+                    await listener.wait(COMMAND_POLL_WITH_LISTEN)
+                else:
+                    await self.clock.sleep(COMMAND_POLL)
+        finally:
+            if listener is not None:
+                await listener.close()
 
     async def _apply_commands(self) -> None:
         async with self.db.engine.connect() as conn:
@@ -311,7 +346,7 @@ class Supervisor:
 
     def _apply_to_bot(self, bot: TenantBot, cmd: cmds.Command) -> None:
         kind = cmd.kind
-        if kind in ("restart", "resume"):
+        if kind == "restart" or (kind == "resume" and bot.parked):
             bot.request(Request.RESTART)
         elif kind == "relink":
             bot.request(Request.RELINK)
@@ -324,5 +359,41 @@ class Supervisor:
         # "pause" is applied by _reconcile (the tenant's status is PAUSED)
 
 
-def utc_after(now: datetime, seconds: float) -> datetime:
-    return now + timedelta(seconds=seconds)
+class _CommandListener:
+    """LISTEN on PostgreSQL's command channel so actions reach the worker at once; the
+    poll stays as a fallback (a notification can be missed while reconnecting)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.dsn = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self._conn: Any = None
+        self._event = asyncio.Event()
+
+    async def ensure(self) -> bool:
+        import asyncpg
+
+        from wafleet.db.repositories import COMMANDS_CHANNEL
+
+        if self._conn is not None and not self._conn.is_closed():
+            return True
+        try:
+            self._conn = await asyncpg.connect(self.dsn, timeout=5)
+            await self._conn.add_listener(COMMANDS_CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+            log.warning("LISTEN for commands unavailable, polling", error=str(err)[:200])
+            self._conn = None
+            return False
+        return True
+
+    def _notified(self, *_args: object) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=2)
+            self._conn = None
