@@ -236,7 +236,7 @@ async def probe_library(
         return {"ok": False, "error": f"loading the library hung for more than {timeout:g}s"}
     code = proc.returncode or 0
     if code != 0:
-        why = f"killed by signal {-code}" if proc.returncode < 0 else (f"exit {proc.returncode}")
+        why = f"killed by signal {-code}" if code < 0 else f"exit {code}"
         tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
         return {"ok": False, "error": f"the probe process died ({why}) {tail[0]}".strip()}
     try:
