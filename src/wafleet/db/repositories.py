@@ -28,7 +28,7 @@ from wafleet.errors import NotFoundError, UsageError
 from wafleet.security import MIN_PASSWORD_LEN, hash_password
 from wafleet.states import SessionState, TenantStatus
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\Z")  # \Z: "$" allows a final "\n"
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
