@@ -87,6 +87,7 @@ class NeonizeEngine:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         connect_timeout: float | None = None,
         ping_interval: float | None = PING_INTERVAL,
+        request_timeout: float = REQUEST_TIMEOUT,
         child_factory: ChildFactory | None = None,
     ) -> None:
         self.ctx = ctx
@@ -101,6 +102,7 @@ class NeonizeEngine:
         # A SOCKS/HTTP proxy for the WhatsApp connection (also how tests make a dial hang).
         self.proxy = str(extra["neonize_proxy"]) if extra.get("neonize_proxy") else None
         self.ping_interval = ping_interval
+        self.request_timeout = request_timeout
         self._factory = child_factory or (
             lambda: ChildProcess(ctx.tenant_slug, log_level=settings.log_level)
         )
@@ -168,7 +170,7 @@ class NeonizeEngine:
             self.log.warning("logout without a live connection: only local credentials go")
         else:
             try:
-                await conn.child.request("logout", timeout=REQUEST_TIMEOUT)
+                await conn.child.request("logout", timeout=self.request_timeout)
             except (ChildRequestFailed, ChildHung, ChildDied) as err:
                 self.log.warning("logout request failed", error=str(err))
         await self.disconnect()
@@ -214,7 +216,7 @@ class NeonizeEngine:
 
     async def _call(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
         try:
-            return await conn.child.request(op, args, timeout=REQUEST_TIMEOUT)
+            return await conn.child.request(op, args, timeout=self.request_timeout)
         except ChildRequestFailed as err:
             if err.kind == "not_connected":
                 raise NotConnected(err.message) from None

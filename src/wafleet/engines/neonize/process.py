@@ -61,8 +61,10 @@ class ChildProcess:
         log_level: str = "INFO",
         python: str = sys.executable,
         env: dict[str, str] | None = None,
+        module: str = CHILD_MODULE,
     ) -> None:
         self.tenant = tenant
+        self.module = module  # tests substitute a scripted child speaking the same protocol
         self.log_level = log_level
         self.python = python
         self.env = env
@@ -94,7 +96,7 @@ class ChildProcess:
             self._proc = await asyncio.create_subprocess_exec(
                 self.python,
                 "-m",
-                CHILD_MODULE,
+                self.module,
                 "--fd",
                 str(child_sock.fileno()),
                 "--tenant",
