@@ -39,6 +39,15 @@ async def until(pred: Callable[[], Any], what: str, timeout: float = 5.0) -> Non
         await asyncio.sleep(0.01)
 
 
+async def until_state(h: BotHarness, state: SessionState, what: str = "") -> None:
+    """Until the state is persisted (the in-memory state changes first)."""
+
+    async def persisted() -> bool:
+        return (await session(h)).state == state.value
+
+    await until(persisted, what or state.value)
+
+
 async def session(h: BotHarness) -> WhatsAppSession:
     async with h.db.session() as s:
         ws = await s.get(WhatsAppSession, h.tenant_id)
@@ -53,11 +62,18 @@ async def tenant(h: BotHarness) -> Tenant:
         return t
 
 
+def tenant_error(h: BotHarness) -> Callable[[], Any]:
+    async def check() -> bool:
+        return (await tenant(h)).status == "ERROR"
+
+    return check
+
+
 async def connected_bot(h: BotHarness):  # type: ignore[no-untyped-def]
     await h.creds.save(b"+15550001")
     bot = h.bot()
     bot.start()
-    await until(lambda: bot.state is SessionState.CONNECTED, "CONNECTED")
+    await until_state(h, SessionState.CONNECTED)
     return bot
 
 
@@ -65,7 +81,7 @@ async def test_qr_pairing_then_restart_required_connects(harness: BotHarness) ->
     h = harness
     bot = h.bot()
     bot.start()
-    await until(lambda: bot.state is SessionState.QR_READY, "QR_READY")
+    await until_state(h, SessionState.QR_READY)
     ws = await session(h)
     assert ws.state == "QR_READY" and ws.last_qr == "QR-1"
     engine = h.world.engine
@@ -73,7 +89,7 @@ async def test_qr_pairing_then_restart_required_connects(harness: BotHarness) ->
     await engine.emit(PairSuccess(phone="+15550001"))
     await h.creds.save(b"+15550001")
     await engine.emit(ConnectionLost(cause=Cause.RESTART_REQUIRED))
-    await until(lambda: bot.state is SessionState.CONNECTED, "CONNECTED after restart")
+    await until_state(h, SessionState.CONNECTED, "CONNECTED after restart")
     ws = await session(h)
     assert ws.phone == "+15550001" and ws.reconnect_attempt == 0
     await bot.stop()
@@ -98,7 +114,7 @@ async def test_network_drop_backs_off_then_reconnects(harness: BotHarness) -> No
     await until(lambda: h.clock.pending_sleeps == [2.0], "second backoff of 2 s")
     assert (await session(h)).reconnect_attempt == 2
     h.clock.advance(2.0)
-    await until(lambda: bot.state is SessionState.CONNECTED, "reconnected")
+    await until_state(h, SessionState.CONNECTED, "reconnected")
     assert (await session(h)).reconnect_attempt == 0
     assert h.world.max_in_flight == 1  # never two connects at once
     await bot.stop()
@@ -113,7 +129,8 @@ async def test_max_attempts_sets_tenant_error(harness: BotHarness) -> None:
     for delay in (1.0, 2.0, 4.0):
         await until(lambda d=delay: h.clock.pending_sleeps == [d], f"backoff {delay}")  # type: ignore[misc]
         h.clock.advance(delay)
-    await until(lambda: bot._parked, "parked after max attempts")
+    await until(tenant_error(h), "tenant ERROR after max attempts")
+    assert bot.parked
     t = await tenant(h)
     assert t.status == "ERROR" and "Gave up after 3 reconnect attempts" in (t.error_message or "")
     connects = h.world.connects
@@ -122,7 +139,7 @@ async def test_max_attempts_sets_tenant_error(harness: BotHarness) -> None:
     assert h.world.connects == connects  # parked: no more attempts
     bot.request(Request.RESTART)
     h.world.fail_next = []
-    await until(lambda: bot.state is SessionState.CONNECTED, "restart reconnects")
+    await until_state(h, SessionState.CONNECTED, "restart reconnects")
     assert (await tenant(h)).status == "ACTIVE"
     await bot.stop()
 
@@ -132,7 +149,7 @@ async def test_logged_out_wipes_credentials_and_never_retries(harness: BotHarnes
     bot = await connected_bot(h)
     connects = h.world.connects
     await h.world.engine.emit(LoggedOut(detail="unlinked from phone"))  # type: ignore[union-attr]
-    await until(lambda: bot.state is SessionState.LOGGED_OUT, "LOGGED_OUT")
+    await until_state(h, SessionState.LOGGED_OUT)
     assert await h.creds.load() is None
     h.clock.advance(3600)
     await asyncio.sleep(0.05)
@@ -140,7 +157,7 @@ async def test_logged_out_wipes_credentials_and_never_retries(harness: BotHarnes
     ws = await session(h)
     assert (ws.last_disconnect_cause, ws.last_disconnect_action) == ("logged_out", "needs_link")
     bot.request(Request.RELINK)
-    await until(lambda: bot.state is SessionState.QR_READY, "relink shows a QR")
+    await until_state(h, SessionState.QR_READY, "relink shows a QR")
     await bot.stop()
 
 
@@ -159,7 +176,8 @@ async def test_needs_operator_causes_park_with_error(
     bot = await connected_bot(h)
     connects = h.world.connects
     await h.world.engine.emit(event)  # type: ignore[union-attr]
-    await until(lambda: bot._parked, "parked")
+    await until(tenant_error(h), "tenant ERROR")
+    assert bot.parked
     t = await tenant(h)
     ws = await session(h)
     assert t.status == "ERROR" and t.error_message
@@ -184,7 +202,7 @@ async def test_temp_ban_waits_for_expiry_then_retries_once(harness: BotHarness) 
     await asyncio.sleep(0.05)
     assert h.world.connects == connects
     h.clock.advance(1)
-    await until(lambda: bot.state is SessionState.CONNECTED, "connected after the ban")
+    await until_state(h, SessionState.CONNECTED, "connected after the ban")
     assert h.world.connects == connects + 1
     await bot.stop()
 
