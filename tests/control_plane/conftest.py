@@ -4,7 +4,7 @@ a test asks for it), the seeded fleet and the app behind an in-process ASGI clie
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,3 +96,41 @@ def headers(email: str | None, key: str | None = KEY) -> dict[str, str]:
     if email is not None:
         h["x-user-email"] = email
     return h
+
+
+class LiveControlPlane:
+    def __init__(self, url: str, proc: object, data_dir: Path) -> None:
+        self.url = url
+        self.proc = proc
+        self.data_dir = data_dir
+
+
+@pytest.fixture(scope="session")
+def live_cp(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveControlPlane]:
+    """A real `wafleet control-plane` process on loopback over a seeded SQLite fleet."""
+    import asyncio
+
+    from tests.support.procs import base_env, free_port, running, wait_http_ok
+
+    data_dir = tmp_path_factory.mktemp("live-cp") / "data"
+    data_dir.mkdir()
+    db_path = data_dir / "wafleet.db"
+    shutil.copy(sqlite_template, db_path)
+
+    async def _seed() -> None:
+        async with Database(f"sqlite:///{db_path}") as database:
+            await seed_fleet(database, datetime.now(UTC))
+
+    asyncio.run(_seed())
+    port = free_port()
+    env = base_env(data_dir, WAFLEET_PORTAL_KEY=KEY)
+    log_path = data_dir.parent / "control-plane.log"
+    with running(["control-plane", "--port", str(port)], env, log_path) as proc:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http_ok(f"{url}/healthz", timeout=30)
+        except AssertionError:
+            raise AssertionError(proc.output()) from None
+        yield LiveControlPlane(url, proc, data_dir)

@@ -198,3 +198,13 @@ def test_openapi_requires_both_headers(settings: Settings):
     op = schema["paths"]["/portal/tenant/current/status"]["get"]
     assert op["security"] == [{"PortalKey": [], "UserEmail": []}]
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+async def test_undecodable_body_is_422(client: httpx.AsyncClient, fleet: Fleet):
+    resp = await client.post(
+        "/portal/tenant/current/messages",
+        content=b"\xff\xfe\x00garbage",
+        headers={**headers(ALICE), "content-type": "application/json"},
+    )
+    assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "invalid_request"

@@ -71,6 +71,10 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (not UTF-8, broken form data): bad input is
+        # 422 everywhere in this API.
+        return error_json(422, "invalid_request", "body: could not be parsed (send UTF-8 JSON)")
     code = _CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     return error_json(exc.status_code, code, detail, headers=exc.headers)
