@@ -217,9 +217,14 @@ print(json.dumps({"ok": True, "path": path, "version": version}))
 
 
 async def probe_library(
-    module: str, *, python: str = sys.executable, timeout: float = ENGINE_PROBE_TIMEOUT
+    module: str,
+    *,
+    python: str = sys.executable,
+    timeout: float = ENGINE_PROBE_TIMEOUT,
+    cwd: str | None = None,
 ) -> dict[str, Any]:
-    """Load ``module``'s Go library in a child process; its verdict as a dict."""
+    """Load ``module``'s Go library in a child process; its verdict as a dict. (``-c``
+    puts ``cwd`` first on the child's path: tests place a broken package there.)"""
     proc = await asyncio.create_subprocess_exec(
         python,
         "-c",
@@ -227,6 +232,7 @@ async def probe_library(
         module,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -290,7 +296,7 @@ async def check_simulator(url: str, *, timeout: float = 2.0) -> CheckResult:
     stats = _simulator_http(url) + "/sim/stats"
     fix = "start it (`wafleet simulator`) or point WAFLEET_SIMULATOR_URL at it"
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
             resp = await client.get(stats)
     except httpx.HTTPError as err:
         return fail(name, f"simulator at {stats} does not answer: {_err(err)}", fix)
