@@ -89,6 +89,15 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+async def wait_dead(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 class Blackhole:
     """A loopback listener that accepts TCP connections and never answers: a proxy on it
     makes neonize's dial hang the way a black-holed route does."""

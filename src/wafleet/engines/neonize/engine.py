@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -222,10 +223,8 @@ class NeonizeEngine:
                 raise NotConnected(err.message) from None
             raise EngineError(err.message) from None
         except ChildHung as err:
-            await conn.child.kill()
-            await self._lose(
-                conn, ConnectionLost(Cause.ENGINE_CRASH, f"engine process hung: {err}")
-            )
+            lost = ConnectionLost(Cause.ENGINE_CRASH, f"engine process hung: {err}")
+            await self._lose(conn, lost, kill=True)
             raise NotConnected(str(err)) from None
         except ChildDied as err:
             raise NotConnected(str(err)) from None  # the pump reports the crash
@@ -274,16 +273,20 @@ class NeonizeEngine:
             self._unwatch(conn, "keepalive")
         await self._emit(ev)
 
-    async def _lose(self, conn: _Conn, ev: ConnectionLost) -> None:
-        """End a live connection with exactly one ConnectionLost, then retire its child."""
+    async def _lose(self, conn: _Conn, ev: ConnectionLost, *, kill: bool = False) -> None:
+        """End a live connection with exactly one ConnectionLost, then retire its child
+        (``kill``: at once — it is hung, nothing graceful will get through)."""
+        await conn.settled.wait()  # a timer may fire before connect() has returned
         if conn.phase != conn.LIVE:
             return
         conn.phase = conn.ENDED
+        if kill:
+            conn.child.signal(signal.SIGKILL)
         for name in list(conn.watchers):
             self._unwatch(conn, name)
         self.log.info("neonize connection lost", cause=ev.cause.value, detail=ev.detail)
         await self._emit(ev)
-        self._spawn(self._stop_child(conn), f"neonize-retire:{self.ctx.tenant_slug}")
+        self._spawn(self._stop_child(conn, kill=kill), f"neonize-retire:{self.ctx.tenant_slug}")
 
     async def _emit(self, ev: EngineEvent) -> None:
         try:
@@ -337,8 +340,8 @@ class NeonizeEngine:
                 await conn.child.request("ping", timeout=PING_TIMEOUT)
             except ChildHung as err:
                 conn.watchers.pop("ping", None)
-                await conn.child.kill()
-                await self._lose(conn, ConnectionLost(Cause.ENGINE_CRASH, f"engine hung: {err}"))
+                lost = ConnectionLost(Cause.ENGINE_CRASH, f"engine process hung: {err}")
+                await self._lose(conn, lost, kill=True)
                 return
             except ChildDied:
                 return  # the pump reports it
