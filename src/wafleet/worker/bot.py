@@ -550,8 +550,12 @@ class TenantBot:
 
     async def _shutdown(self) -> None:
         cause = self._stop_cause or Cause.SHUTDOWN
+        fenced = self.lease_lost or cause is Cause.LEASE_LOST
+        if fenced:
+            # Someone else may own the tenant now: let go of WhatsApp before anything else.
+            await self._disconnect_engine()
         try:
-            await asyncio.wait_for(self.pipeline.stop(), 15.0)
+            await asyncio.wait_for(self.pipeline.stop(), 2.0 if fenced else 15.0)
         except (TimeoutError, SQLAlchemyError, OSError) as err:
             self.log.warning("pipeline did not stop cleanly", error=repr(err)[:200])
         await self._disconnect_engine()

@@ -205,18 +205,11 @@ class Supervisor:
 
     async def _heartbeat_once(self) -> None:
         ttl = self.settings.lease_ttl
+        # Bounded: a database that hangs must not delay self-fencing past the lease TTL.
+        budget = max(0.5, min(self.settings.heartbeat_interval, ttl * 0.3))
         try:
-            async with self.db.engine.begin() as conn:
-                lost = await heartbeat.beat(
-                    conn,
-                    self.worker_id,
-                    now=self.clock.now(),
-                    connected=self.connected_ids(),
-                    held=dict(self.held),
-                    ttl=ttl,
-                    stats=self.stats(),
-                )
-        except (SQLAlchemyError, OSError) as err:
+            lost = await asyncio.wait_for(self._beat(ttl), budget)
+        except (SQLAlchemyError, OSError, TimeoutError) as err:
             silent = self.clock.monotonic() - self._last_renew_ok
             log.warning("heartbeat failed", error=str(err)[:200], silent_s=round(silent, 1))
             if silent > ttl * 0.6 and self.bots:
@@ -230,6 +223,18 @@ class Supervisor:
             await self._stop_bot(tenant_id, Cause.LEASE_LOST)
         if lost:
             self._wake.set()
+
+    async def _beat(self, ttl: float) -> set[int]:
+        async with self.db.engine.begin() as conn:
+            return await heartbeat.beat(
+                conn,
+                self.worker_id,
+                now=self.clock.now(),
+                connected=self.connected_ids(),
+                held=dict(self.held),
+                ttl=ttl,
+                stats=self.stats(),
+            )
 
     async def _self_fence(self) -> None:
         """Database unreachable for most of the lease TTL: stop every bot before our
