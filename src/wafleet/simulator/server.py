@@ -31,6 +31,7 @@ def _config(app: SimulatorApp, **overrides: Any) -> uvicorn.Config:
         log_config=None,
         backlog=4096,
         timeout_graceful_shutdown=2,
+        timeout_keep_alive=75,  # idle control-API clients (benchmarks) keep their connection
         **overrides,
     )
 
