@@ -69,7 +69,28 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("var", "value", "hint"), INVALID, ids=[f"{v}={x}" for v, x, _ in INVALID])
+# Through the real CLI (a process each, ~1 s): the cases the contract names, one per kind
+# of check. The full table is checked in-process below (same message, same code path).
+VIA_CLI = {
+    ("WAFLEET_HEARTBEAT_INTERVAL", "-1"),
+    ("WAFLEET_HEARTBEAT_INTERVAL", "ten"),
+    ("WAFLEET_PORTAL_KEY", "short"),
+    ("WAFLEET_ENGINE", "bogus"),
+    ("WAFLEET_DATABASE_URL", "mysql://x"),
+    ("WAFLEET_DATABASE_URL", "postgresql://u@h:notaport/db"),
+    ("WAFLEET_RECONNECT_JITTER", "2"),
+    ("WAFLEET_RECONNECT_MAX_DELAY", "0.5"),
+    ("WAFLEET_LOG_LEVEL", "LOUD"),
+    ("WAFLEET_CHAT_QUEUE_MAX", "abc"),
+    ("WAFLEET_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+    ("WAFLEET_STALE_AFTER", "5"),
+}
+CLI_CASES = [case for case in INVALID if case[:2] in VIA_CLI]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "hint"), CLI_CASES, ids=[f"{v}={x}" for v, x, _ in CLI_CASES]
+)
 def test_invalid_variable_is_one_line_exit_2(
     tmp_path: Path, var: str, value: str, hint: str
 ) -> None:
@@ -77,6 +98,23 @@ def test_invalid_variable_is_one_line_exit_2(
     line = assert_one_line_error(run_cli(["tenant", "list"], env, tmp_path), var)
     assert line.startswith("error: ")
     assert hint in line
+
+
+@pytest.mark.parametrize(("var", "value", "hint"), INVALID, ids=[f"{v}={x}" for v, x, _ in INVALID])
+def test_invalid_variable_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str, value: str, hint: str
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("WAFLEET_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"{var}: ")
+    assert "\n" not in message
+    assert hint in message
 
 
 def test_invalid_value_in_dotenv_file_is_reported(tmp_path: Path) -> None:
