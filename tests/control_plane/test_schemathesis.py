@@ -33,10 +33,8 @@ OPERATIONS = _operations()
 
 def _has_input(operation: schemathesis.APIOperation) -> bool:
     names = {p.name.lower() for p in operation.iter_parameters()}
-    return (
-        bool(names - {"x-portal-key", "x-user-email"})
-        or (operation.body is not None
-        and bool(list(operation.body)))
+    return bool(names - {"x-portal-key", "x-user-email"}) or (
+        operation.body is not None and bool(list(operation.body))
     )
 
 

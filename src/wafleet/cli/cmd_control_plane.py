@@ -56,8 +56,11 @@ def control_plane(
 
 
 def _migrate(database_url: str) -> None:
+    import logging
+
     from wafleet.db import migrate as m
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per revision is noise
     try:
         m.upgrade(database_url)
     except Exception as err:  # any driver/alembic failure: one line naming the variable
