@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -47,3 +49,44 @@ def test_stop_and_start_keep_port_and_data(pg_server: PgServer, pg_url: str) -> 
     pg_server.start()
     assert pg_server.running
     assert _query(pg_url, b"SELECT x FROM kept") == 42
+
+
+def test_unavailable_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support import pg
+
+    monkeypatch.delenv(pg.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no binaries here"):
+        pg._unavailable("no binaries here")
+    monkeypatch.setenv(pg.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="WAFLEET_REQUIRE_POSTGRES=1"):
+        pg._unavailable("no binaries here")
+
+
+def test_find_bindir_reports_missing_binaries(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.support import pg
+
+    monkeypatch.setattr(pg.glob, "glob", lambda _pattern: [])
+    monkeypatch.setattr(pg.shutil, "which", lambda _name: None)
+    monkeypatch.setenv("WAFLEET_PG_BINDIR", str(tmp_path))  # exists, but holds no initdb
+    with pytest.raises(pg.PgUnavailable, match="initdb"):
+        pg.find_bindir()
+
+
+def test_require_chromium(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.support import browser
+
+    missing = tmp_path / "no-chromium"
+    monkeypatch.setattr(browser, "CHROMIUM", missing)
+    monkeypatch.delenv(browser.REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium not found"):
+        browser.require_chromium()
+    monkeypatch.setenv(browser.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="WAFLEET_REQUIRE_BROWSER=1"):
+        browser.require_chromium()
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(browser, "CHROMIUM", fake)
+    assert browser.require_chromium() == fake

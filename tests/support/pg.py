@@ -225,6 +225,31 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"PostgreSQL unavailable: {reason}")
 
 
+OWNER_FILE = "owner.pid"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(bindir: Path, os_user: str | None) -> None:
+    """Stop and delete clusters left by test sessions that were killed (their owner
+    process is gone), so an interrupted run does not leave a postgres behind for good."""
+    for base in Path(tempfile.gettempdir()).glob("wafleet-pg-*"):
+        try:
+            owner = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # being set up right now, or not ours
+        if not _pid_alive(owner):
+            PgServer(bindir, base, os_user).destroy()
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     try:
@@ -233,7 +258,9 @@ def pg_server() -> Iterator[PgServer]:
     except PgUnavailable as err:
         _unavailable(str(err))
         raise  # not reached: skip/fail raise
+    reap_orphans(bindir, os_user)
     base = Path(tempfile.mkdtemp(prefix="wafleet-pg-"))
+    (base / OWNER_FILE).write_text(str(os.getpid()))
     server = PgServer(bindir, base, os_user)
     try:
         server.init()
