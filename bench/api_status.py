@@ -91,7 +91,9 @@ async def seed(db_url: str, tenants: int, messages_per_tenant: int) -> None:
                 s.add(ConnectionEvent(tenant_id=tid, at=now, kind="transition", to_state=state))
 
 
-async def drive(url: str, tenants: int, requests: int, concurrency: int) -> dict[str, Any]:
+async def drive(
+    url: str, tenants: int, requests: int, concurrency: int, path: str = PATH
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     rng = random.Random(42)
@@ -112,7 +114,7 @@ async def drive(url: str, tenants: int, requests: int, concurrency: int) -> dict
 
         # warm-up (connections, caches), not measured
         for _ in range(20):
-            await client.get(PATH, headers={"x-portal-key": KEY, "x-user-email": "u0@bench.test"})
+            await client.get(path, headers={"x-portal-key": KEY, "x-user-email": "u0@bench.test"})
         start = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
@@ -156,6 +158,10 @@ def run(
             url = f"http://127.0.0.1:{port}"
             wait_http_ok(f"{url}/healthz", timeout=60)
             figures = asyncio.run(drive(url, tenants, requests, concurrency))
+            # the same load on /healthz (one trivial query, no auth): the framework's floor
+            base = asyncio.run(drive(url, tenants, requests, concurrency, "/healthz"))
+    figures["healthz_requests_per_s"] = base["requests_per_s"]
+    figures["healthz_p99_ms"] = base["p99_ms"]
     figures["messages_per_tenant"] = messages
     figures["seed_s"] = round(seeded, 1)
     return figures
