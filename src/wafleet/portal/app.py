@@ -113,10 +113,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(request, 500, "internal_error", "something went wrong on our side")
 
 
-def _check_csrf_everywhere(app: FastAPI) -> None:
-    """Refuse to build an app with a state-changing route that skips the CSRF check."""
-    for route in app.routes:
-        if isinstance(route, APIRoute) and (route.methods or set()) - {"GET", "HEAD", "OPTIONS"}:
+def _check_csrf_everywhere(router: Any) -> None:
+    """Refuse to build an app with a state-changing route that skips the CSRF check.
+    Walks included routers too (FastAPI keeps them as nested router objects)."""
+    for route in getattr(router, "routes", ()):
+        nested = getattr(route, "original_router", None)
+        if nested is not None:
+            _check_csrf_everywhere(nested)
+        elif isinstance(route, APIRoute) and (route.methods or set()) - {"GET", "HEAD", "OPTIONS"}:
             calls = {d.call for d in route.dependant.dependencies}
             if csrf_protect not in calls:
                 raise RuntimeError(f"portal route {route.path} lacks the CSRF check")
@@ -171,7 +175,7 @@ def create_app(
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app)
-    _check_csrf_everywhere(app)
+    _check_csrf_everywhere(app.router)
     app.add_middleware(SessionCookieMiddleware, codec=SessionCodec(portal_key))
     app.add_middleware(SecurityHeadersMiddleware)
     return app
