@@ -18,7 +18,7 @@ from typing import Any
 
 from wafleet.simulator import protocol as p
 from wafleet.simulator.connection import CLOSED, NEW, ONLINE, QR, Conn
-from wafleet.simulator.faults import ALL, KINDS, Fault, FaultTable
+from wafleet.simulator.faults import ALL, KINDS, ONE_SHOT, Fault, FaultTable
 from wafleet.simulator.phones import Account, Device
 
 # WhatsApp's QR rotation: the first code lives 60 s, five more 20 s each, then qr_timeout.
@@ -296,6 +296,8 @@ class Simulator:
             raise ApiError(422, "unknown_fault", f"unknown fault kind {kind!r}; one of {KINDS}")
         if phone != ALL:
             self.account(phone)
+        if kind in ONE_SHOT:
+            duration_s = None  # acts once on the open connections: nothing to expire
         seconds = duration_s * self.time_scale if duration_s is not None else None
         until = self.clock() + seconds if seconds is not None else None
         fault = Fault(kind, phone, until)
