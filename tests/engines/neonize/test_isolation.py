@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+
+import psutil
 
 PARENT_SIDE = """
 import logging, sys
@@ -41,3 +44,31 @@ def test_parent_side_does_not_import_neonize() -> None:
 
 def test_child_logging_survives_neonize_import() -> None:
     assert run(CHILD_LOGGING) == "ok"
+
+
+ORPHANING_PARENT = """
+import asyncio, os
+from wafleet.engines.neonize.process import ChildProcess
+
+async def main():
+    child = ChildProcess("orphan")
+    await child.start()
+    print(child.pid, flush=True)
+    os._exit(0)  # the worker dies without cleaning up (kill -9 / OOM)
+
+asyncio.run(main())
+"""
+
+
+def test_child_dies_with_its_worker() -> None:
+    pid = int(run(ORPHANING_PARENT))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"engine child {pid} outlived its worker")
