@@ -1,6 +1,6 @@
 """`SimulatorEngine`: the `Engine` protocol over the simulator's WebSocket protocol.
 
-One `_Link` per connection. All events of a link are emitted from its receive task, in
+One `Link` per connection. All events of a link are emitted from its receive task, in
 order, so the sink never runs concurrently for one engine; the keepalive task only marks
 the link dead and aborts the socket, and the receive task reports it (`KeepAliveTimeout`
 then `ConnectionLost(keepalive_timeout)`). A link that ends by itself emits exactly one
@@ -23,7 +23,6 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from wafleet.engines.base import (
-    ClientOutdated,
     Connected,
     ConnectFailed,
     ConnectionLost,
@@ -32,17 +31,14 @@ from wafleet.engines.base import (
     EngineEvent,
     IncomingMessage,
     KeepAliveTimeout,
-    LoggedOut,
     NotConnected,
     PairSuccess,
     QrCode,
-    QrTimeout,
     Receipt,
-    Replaced,
-    TemporaryBan,
 )
 from wafleet.logging import get_logger
 from wafleet.simulator import protocol as p
+from wafleet.simulator.client_link import Link, close_event, retrieve
 from wafleet.states import Cause
 
 _LOGIN_FAILURES: dict[str, Cause] = {
@@ -51,86 +47,6 @@ _LOGIN_FAILURES: dict[str, Cause] = {
     p.CLIENT_OUTDATED: Cause.CLIENT_OUTDATED,
 }
 CLOSE_TIMEOUT = 2.0
-
-
-def _close_event(frame: dict[str, Any]) -> ConnectionLost:
-    """The typed event for a server ``close`` frame."""
-    reason = frame.get("reason")
-    detail = str(frame.get("detail") or "")
-    if reason == p.LOGGED_OUT:
-        return LoggedOut(detail=detail)
-    if reason == p.REPLACED:
-        return Replaced(detail=detail)
-    if reason == p.TEMP_BANNED:
-        return TemporaryBan(detail=detail, expires_at=p.parse_iso(frame.get("expires_at")))
-    if reason == p.CLIENT_OUTDATED:
-        return ClientOutdated(detail=detail)
-    if reason == p.QR_TIMEOUT:
-        return QrTimeout(detail=detail)
-    if reason == p.RESTART_REQUIRED:
-        return ConnectionLost(cause=Cause.RESTART_REQUIRED, detail=detail)
-    return ConnectionLost(cause=Cause.STREAM_ERROR, detail=f"server closed: {reason!r} {detail}")
-
-
-class _Link:
-    """One WebSocket connection and everything that lives and dies with it."""
-
-    def __init__(self, ws: ClientConnection, number: int) -> None:
-        self.ws = ws
-        self.number = number
-        self.logged_in = False
-        self.phone = ""
-        self.jid = ""
-        self.finished = False  # the link ended (event emitted, or ended by us)
-        self.by_us = False  # ended by disconnect()/logout(): emit nothing
-        self.lost: Cause | None = None  # set by keepalive before aborting the socket
-        self.ended = asyncio.Event()
-        self.waiters: dict[str, asyncio.Future[None]] = {}
-        self.pair_code: asyncio.Future[str] | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.pong = asyncio.Event()
-        self._frames: list[str] = []
-        self._acks: list[str] = []
-        self._wake = asyncio.Event()
-
-    def enqueue(self, frame: dict[str, Any]) -> None:
-        self._frames.append(p.encode(frame))
-        self._wake.set()
-
-    def ack(self, message_id: str) -> None:
-        # Batched: one ``ack`` frame per writer wake-up carries every id queued so far.
-        self._acks.append(message_id)
-        self._wake.set()
-
-    async def write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            frames, self._frames = self._frames, []
-            if self._acks:
-                frames.append(p.encode({"type": "ack", "ids": self._acks}))
-                self._acks = []
-            for text in frames:
-                await self.ws.send(text)
-
-    def abort(self) -> None:
-        transport = getattr(self.ws, "transport", None)
-        if transport is not None:
-            transport.abort()
-
-    def fail_waiters(self, reason: str) -> None:
-        for fut in self.waiters.values():
-            if not fut.done():
-                fut.set_exception(NotConnected(reason))
-        self.waiters.clear()
-        if self.pair_code is not None and not self.pair_code.done():
-            self.pair_code.set_exception(NotConnected(reason))
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    # A waiter whose caller was cancelled must not log "exception never retrieved".
-    if not fut.cancelled():
-        fut.exception()
 
 
 class SimulatorEngine:
@@ -157,7 +73,7 @@ class SimulatorEngine:
         )
         self._sleep = sleep
         self._clock = clock
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._links = 0
         self._closed = False
         self._log = get_logger("wafleet.engines.simulator", tenant=ctx.tenant_slug)
@@ -199,7 +115,7 @@ class SimulatorEngine:
             await self._close_ws(ws)
             raise ConnectFailed(Cause.STREAM_ERROR, f"unexpected first frame {kind!r}")
         self._links += 1
-        link = _Link(ws, self._links)
+        link = Link(ws, self._links)
         if kind == "connected":
             link.logged_in = True
             link.phone = str(first.get("phone") or "")
@@ -246,7 +162,7 @@ class SimulatorEngine:
         fut = link.waiters.get(message_id)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
-            fut.add_done_callback(_retrieve)
+            fut.add_done_callback(retrieve)
             link.waiters[message_id] = fut
             link.enqueue({"type": "send", "id": message_id, "to": to, "text": text})
         await asyncio.shield(fut)
@@ -263,7 +179,7 @@ class SimulatorEngine:
             raise NotConnected("pairing by phone needs a connection waiting for a QR scan")
         if link.pair_code is None or link.pair_code.done():
             link.pair_code = asyncio.get_running_loop().create_future()
-            link.pair_code.add_done_callback(_retrieve)
+            link.pair_code.add_done_callback(retrieve)
         link.enqueue({"type": "pair_phone", "phone": phone})
         try:
             return await asyncio.wait_for(asyncio.shield(link.pair_code), self.connect_timeout)
@@ -344,7 +260,7 @@ class SimulatorEngine:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return asyncio.create_task(coro, name=f"{name}-{self.ctx.tenant_slug}")
 
-    async def _teardown(self, link: _Link) -> None:
+    async def _teardown(self, link: Link) -> None:
         """End ``link`` (idempotent): tasks cancelled and reaped, socket closed."""
         if not link.finished:
             link.finished = True
@@ -361,7 +277,7 @@ class SimulatorEngine:
         await self._close_ws(link.ws)
         link.ended.set()
 
-    async def _end(self, link: _Link, event: ConnectionLost) -> None:
+    async def _end(self, link: Link, event: ConnectionLost) -> None:
         """The link ended by itself: tear it down, then emit its one ``event``."""
         if link.finished:
             return
@@ -379,7 +295,7 @@ class SimulatorEngine:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _keepalive_loop(self, link: _Link) -> None:
+    async def _keepalive_loop(self, link: Link) -> None:
         n = 0
         while not link.finished:
             await self._sleep(self.keepalive_interval)
@@ -399,7 +315,7 @@ class SimulatorEngine:
                 link.abort()
                 return
 
-    async def _receive_loop(self, link: _Link, first: dict[str, Any]) -> None:
+    async def _receive_loop(self, link: Link, first: dict[str, Any]) -> None:
         event: ConnectionLost
         try:
             if await self._handle(link, first):
@@ -425,7 +341,7 @@ class SimulatorEngine:
             )
         await self._end(link, event)
 
-    async def _handle(self, link: _Link, frame: dict[str, Any]) -> bool:
+    async def _handle(self, link: Link, frame: dict[str, Any]) -> bool:
         """Process one frame; True when the link is over."""
         kind = frame["type"]
         if kind == "messages":
@@ -475,6 +391,6 @@ class SimulatorEngine:
                 PairSuccess(phone=str(frame.get("phone")), jid=str(frame.get("jid") or ""))
             )
         elif kind == "close":
-            await self._end(link, _close_event(frame))
+            await self._end(link, close_event(frame))
             return True
         return False
