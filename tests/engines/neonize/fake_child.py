@@ -7,8 +7,11 @@ spawning, framing, crash and hang detection — run for real.
 
 Behaviour is chosen by ``FAKE_CHILD_MODE`` (comma-separated):
 ``qr`` — connect answers "qr" and sends one QR code; ``connected`` — connect answers
-"connected" and sends Connected; ``hang_send`` — never answer send_text; ``abort_on_send``
-— die like a Go fatal error (SIGABRT, exit 134) on send_text.
+"connected" and sends Connected; ``keepalive`` — after Connected, one KeepAliveTimeout;
+``qr6`` — six rotated QR codes at once; ``drop_on_ping`` — a ping is answered, then the
+connection "closes" (ConnectionLost network, as whatsmeow's Disconnected maps);
+``hang_send`` — never answer send_text; ``abort_on_send`` — die like a Go fatal error
+(SIGABRT, exit 134) on send_text.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import socket
 import sys
 import threading
 
-from wafleet.engines.base import Connected, QrCode
+from wafleet.engines.base import Connected, ConnectionLost, KeepAliveTimeout, QrCode
 from wafleet.engines.neonize.protocol import encode_event, encode_frame, read_frame_sync
 
 
@@ -50,6 +53,12 @@ def main() -> int:
             if "connected" in modes:
                 send({"id": req_id, "ok": True, "result": {"state": "connected"}})
                 send({"event": encode_event(Connected(phone="+15550001", jid="15550001@s"))})
+                if "keepalive" in modes:
+                    send({"event": encode_event(KeepAliveTimeout())})
+            elif "qr6" in modes:
+                for i in range(1, 7):
+                    send({"event": encode_event(QrCode(code=f"2@fake-{i}"))})
+                send({"id": req_id, "ok": True, "result": {"state": "qr"}})
             else:
                 send({"event": encode_event(QrCode(code="2@fake-1"))})
                 send({"id": req_id, "ok": True, "result": {"state": "qr"}})
@@ -59,6 +68,10 @@ def main() -> int:
             if "hang_send" in modes:
                 continue
             send({"id": req_id, "ok": True, "result": {"wa_id": "W1"}})
+        elif op == "ping" and "drop_on_ping" in modes:
+            send({"id": req_id, "ok": True, "result": {}})
+            lost = ConnectionLost(detail="connection closed")
+            send({"event": encode_event(lost)})
         elif op == "shutdown":
             send({"id": req_id, "ok": True, "result": {}})
             return 0

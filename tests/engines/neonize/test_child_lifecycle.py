@@ -14,13 +14,14 @@ import pytest
 from wafleet.engines.base import (
     Connected,
     ConnectionLost,
+    KeepAliveTimeout,
     NotConnected,
     QrCode,
     QrTimeout,
 )
 from wafleet.engines.neonize.qr import QrSchedule
 from wafleet.states import Cause
-from wafleet.worker.clock import FakeClock
+from wafleet.worker.clock import FakeClock, ManualClock
 
 from .helpers import fake_child_factory, make_engine, wait_dead
 
@@ -153,3 +154,69 @@ def test_qr_schedule_mirrors_whatsmeow_rotation() -> None:
     assert qr.timed_out(160.0)
     qr.reset()
     assert qr.deadline() is None
+
+
+async def test_unrestored_keepalive_ends_the_connection(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine, rec = make_engine(
+        tmp_path,
+        ping_interval=None,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        child_factory=fake_child_factory("acme", "connected,keepalive"),
+    )
+    await engine.connect()
+    await rec.wait_for(lambda e: isinstance(e, KeepAliveTimeout))
+    lost = await rec.wait_for(lambda e: isinstance(e, ConnectionLost))
+    assert lost.cause is Cause.KEEPALIVE_TIMEOUT
+    # WAFLEET_KEEPALIVE_INTERVAL + WAFLEET_KEEPALIVE_TIMEOUT (15 + 10 by default)
+    assert clock.monotonic() == pytest.approx(25.0)
+    await engine.close()
+    assert len(rec.lost()) == 1
+
+
+async def test_six_codes_then_whatsmeow_closing_is_a_qr_timeout(tmp_path: Path) -> None:
+    clock = ManualClock()
+    engine, rec = make_engine(
+        tmp_path,
+        ping_interval=None,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        now=clock.now,
+        child_factory=fake_child_factory("acme", "qr6,drop_on_ping"),
+    )
+    start = clock.now()
+    await engine.connect()
+    await rec.wait_for(lambda e: isinstance(e, QrCode) and e.code == "2@fake-6")
+    codes = [e for e in rec.events if isinstance(e, QrCode)]
+    assert [c.expires_at for c in codes] == [
+        start + timedelta(seconds=s) for s in (60, 20, 20, 20, 20, 20)
+    ]
+    clock.advance(18.0)  # just before our own timer would fire for the 6th code
+    assert engine._conn is not None
+    await engine._conn.child.request("ping", timeout=5)  # the fake closes the connection
+    lost = await rec.wait_for(lambda e: isinstance(e, ConnectionLost))
+    assert isinstance(lost, QrTimeout)
+    await asyncio.sleep(0.1)
+    assert len(rec.lost()) == 1
+    await engine.close()
+
+
+async def test_a_close_while_codes_remain_is_a_network_loss(tmp_path: Path) -> None:
+    clock = ManualClock()
+    engine, rec = make_engine(
+        tmp_path,
+        ping_interval=None,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        now=clock.now,
+        child_factory=fake_child_factory("acme", "qr,drop_on_ping"),
+    )
+    await engine.connect()
+    await rec.wait_for(lambda e: isinstance(e, QrCode))
+    assert engine._conn is not None
+    await engine._conn.child.request("ping", timeout=5)
+    lost = await rec.wait_for(lambda e: isinstance(e, ConnectionLost))
+    assert type(lost) is ConnectionLost
+    assert lost.cause is Cause.NETWORK
+    await engine.close()
