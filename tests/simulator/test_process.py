@@ -72,9 +72,9 @@ async def test_engine_against_the_real_process(simulator_proc: tuple[Proc, int])
             lost = await rec.wait_for(ConnectionLost, count=2)
             assert lost.cause is Cause.NETWORK
 
-            # 200 s * 0.005 = 1 s ban
+            # 2000 s * 0.005 = 10 s ban
             await http.post(
-                "/sim/faults", json={"kind": "temp_ban", "phone": PHONE, "duration_s": 200}
+                "/sim/faults", json={"kind": "temp_ban", "phone": PHONE, "duration_s": 2000}
             )
             with pytest.raises(ConnectFailed) as info:
                 await engine.connect()
@@ -104,9 +104,7 @@ def test_sigterm_stops_cleanly(simulator_proc: tuple[Proc, int]) -> None:
     ("args", "needle"),
     [
         (["--time-scale", "0"], "--time-scale"),
-        (["--time-scale", "-1"], "--time-scale"),
         (["--port", "70000"], "--port"),
-        (["--log-level", "loud"], "--log-level"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
