@@ -3,22 +3,55 @@ never see anything of another."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
-from tests.control_plane.conftest import headers
+from tests.control_plane.conftest import NOW, headers
 from tests.control_plane.seed import (
     ADMIN,
     ALICE,
     BOB,
+    KEY,
     LONER,
     MULTI,
     SECRET_A,
     SECRET_B,
     UNKNOWN,
+    seed_fleet,
 )
+from wafleet.config import load_settings
+from wafleet.control_plane.app import create_app
+from wafleet.db.engine import Database
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def module_db_url(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("matrix") / "wafleet.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(module_db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One seeded database and app for the whole matrix (a few hundred requests): the
+    writes some routes make never change who may see what."""
+    async with Database(module_db_url) as db:
+        await seed_fleet(db, NOW)
+    cfg = load_settings(database_url=module_db_url, portal_key=KEY)
+    app = create_app(cfg, clock=lambda: NOW, run_jobs=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as c:
+            yield c
+
 
 PORTAL = "/portal/tenant/current"
 # (method, path, json body, success status)
