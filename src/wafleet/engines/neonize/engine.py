@@ -39,6 +39,12 @@ from wafleet.engines.base import (
     QrTimeout,
 )
 from wafleet.engines.neonize import store
+from wafleet.engines.neonize.connection import (
+    Connection,
+    cause_from_wire,
+    log_child_record,
+    when_from_wire,
+)
 from wafleet.engines.neonize.process import (
     ChildDied,
     ChildExit,
@@ -47,7 +53,7 @@ from wafleet.engines.neonize.process import (
     ChildRequestFailed,
 )
 from wafleet.engines.neonize.protocol import ProtocolError, decode_event
-from wafleet.engines.neonize.qr import QR_ROTATION_GRACE, QrSchedule
+from wafleet.engines.neonize.qr import QR_ROTATION_GRACE
 from wafleet.logging import get_logger
 from wafleet.states import Cause
 
@@ -58,21 +64,6 @@ PING_TIMEOUT = 10.0
 STOP_GRACE = 2.0
 
 ChildFactory = Callable[[], ChildProcess]
-
-
-class _Conn:
-    """One connection attempt: its child and its state."""
-
-    CONNECTING, LIVE, ENDED = "connecting", "live", "ended"
-
-    def __init__(self, child: ChildProcess) -> None:
-        self.child = child
-        self.phase = self.CONNECTING
-        self.settled = asyncio.Event()  # connect() has decided (live or failed)
-        self.logged_in = False
-        self.qr = QrSchedule()
-        self.pump: asyncio.Task[None] | None = None
-        self.watchers: dict[str, asyncio.Task[None]] = {}
 
 
 class NeonizeEngine:
@@ -107,7 +98,7 @@ class NeonizeEngine:
         self._factory = child_factory or (
             lambda: ChildProcess(ctx.tenant_slug, log_level=settings.log_level)
         )
-        self._conn: _Conn | None = None
+        self._conn: Connection | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -133,7 +124,7 @@ class NeonizeEngine:
                 raise ConnectFailed(
                     Cause.ENGINE_CRASH, f"engine process failed to start: {err}"
                 ) from None
-            conn = self._conn = _Conn(child)
+            conn = self._conn = Connection(child)
             conn.pump = self._spawn(self._pump(conn), f"neonize-pump:{self.ctx.tenant_slug}")
             args = {"db": db, "uuid": self.ctx.tenant_slug, "proxy": self.proxy}
             try:
@@ -150,7 +141,9 @@ class NeonizeEngine:
                 raise ConnectFailed(Cause.ENGINE_CRASH, child.exit_detail()) from None
             except ChildRequestFailed as err:
                 await self._fail(conn, kill=False)
-                raise ConnectFailed(_cause(err.cause), err.message, _when(err.expires_at)) from None
+                raise ConnectFailed(
+                    cause_from_wire(err.cause), err.message, when_from_wire(err.expires_at)
+                ) from None
             except BaseException:
                 await self._fail(conn, kill=True)
                 raise
@@ -209,13 +202,13 @@ class NeonizeEngine:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # ------------------------------------------------------------------ requests
-    def _live_conn(self) -> _Conn:
+    def _live_conn(self) -> Connection:
         conn = self._conn
         if conn is None or conn.phase != conn.LIVE or not conn.child.alive:
             raise NotConnected("not connected to WhatsApp")
         return conn
 
-    async def _call(self, conn: _Conn, op: str, args: dict[str, Any]) -> Any:
+    async def _call(self, conn: Connection, op: str, args: dict[str, Any]) -> Any:
         try:
             return await conn.child.request(op, args, timeout=self.request_timeout)
         except ChildRequestFailed as err:
@@ -230,7 +223,7 @@ class NeonizeEngine:
             raise NotConnected(str(err)) from None  # the pump reports the crash
 
     # ------------------------------------------------------------------ child events
-    async def _pump(self, conn: _Conn) -> None:
+    async def _pump(self, conn: Connection) -> None:
         while True:
             item = await conn.child.queue.get()
             if isinstance(item, ChildExit):
@@ -238,7 +231,7 @@ class NeonizeEngine:
                 await self._lose(conn, ConnectionLost(Cause.ENGINE_CRASH, conn.child.exit_detail()))
                 return
             if "log" in item:
-                self._child_log(item["log"])
+                log_child_record(self.log, item["log"])
             elif "output" in item:
                 self.log.info("engine process output", line=str(item["output"])[:2000])
             elif "event" in item:
@@ -249,7 +242,7 @@ class NeonizeEngine:
                     continue
                 await self._on_event(conn, ev)
 
-    async def _on_event(self, conn: _Conn, ev: EngineEvent) -> None:
+    async def _on_event(self, conn: Connection, ev: EngineEvent) -> None:
         if isinstance(ev, ConnectionLost):
             await conn.settled.wait()
             if self._qr_ran_out(conn) and type(ev) is ConnectionLost:
@@ -277,7 +270,7 @@ class NeonizeEngine:
             self._unwatch(conn, "keepalive")
         await self._emit(ev)
 
-    async def _lose(self, conn: _Conn, ev: ConnectionLost, *, kill: bool = False) -> None:
+    async def _lose(self, conn: Connection, ev: ConnectionLost, *, kill: bool = False) -> None:
         """End a live connection with exactly one ConnectionLost, then retire its child
         (``kill``: at once — it is hung, nothing graceful will get through)."""
         await conn.settled.wait()  # a timer may fire before connect() has returned
@@ -298,15 +291,6 @@ class NeonizeEngine:
         except Exception:
             self.log.exception("engine event sink failed", event=type(ev).__name__)
 
-    def _child_log(self, rec: Any) -> None:
-        if not isinstance(rec, dict):
-            return
-        level = str(rec.get("level", "INFO")).lower()
-        method = {"warning": "warning", "error": "error", "critical": "error", "debug": "debug"}
-        getattr(self.log, method.get(level, "info"))(
-            str(rec.get("msg", ""))[:4000], source=str(rec.get("logger", "neonize"))
-        )
-
     async def _save_credentials(self, ev: Connected) -> None:
         try:
             await self.ctx.credentials.save(store.credential_record(ev.jid, ev.phone))
@@ -314,7 +298,7 @@ class NeonizeEngine:
             self.log.warning("could not record the linked device", error=str(err))
 
     # ------------------------------------------------------------------ timers
-    def _qr_ran_out(self, conn: _Conn) -> bool:
+    def _qr_ran_out(self, conn: Connection) -> bool:
         expires = conn.qr.expires
         return (
             not conn.logged_in
@@ -323,7 +307,7 @@ class NeonizeEngine:
             and self._clock() >= expires - QR_ROTATION_GRACE
         )
 
-    async def _qr_watch(self, conn: _Conn) -> None:
+    async def _qr_watch(self, conn: Connection) -> None:
         while True:
             deadline = conn.qr.deadline()
             if deadline is None:
@@ -335,7 +319,7 @@ class NeonizeEngine:
         conn.watchers.pop("qr", None)
         await self._lose(conn, QrTimeout(detail=f"no scan: {conn.qr.seen} QR code(s) expired"))
 
-    async def _keepalive_watch(self, conn: _Conn) -> None:
+    async def _keepalive_watch(self, conn: Connection) -> None:
         wait = self.settings.keepalive_interval + self.settings.keepalive_timeout
         deadline = self._clock() + wait
         while (remaining := deadline - self._clock()) > 0:
@@ -345,7 +329,7 @@ class NeonizeEngine:
             conn, ConnectionLost(Cause.KEEPALIVE_TIMEOUT, f"no keepalive answer for {wait:g}s")
         )
 
-    async def _ping_loop(self, conn: _Conn) -> None:
+    async def _ping_loop(self, conn: Connection) -> None:
         interval = self.ping_interval or PING_INTERVAL
         while conn.phase == conn.LIVE:
             await self._sleep(interval)
@@ -366,16 +350,16 @@ class NeonizeEngine:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _watch(self, conn: _Conn, name: str, coro: Coroutine[Any, Any, None]) -> None:
+    def _watch(self, conn: Connection, name: str, coro: Coroutine[Any, Any, None]) -> None:
         self._unwatch(conn, name)
         conn.watchers[name] = self._spawn(coro, f"neonize-{name}:{self.ctx.tenant_slug}")
 
-    def _unwatch(self, conn: _Conn, name: str) -> None:
+    def _unwatch(self, conn: Connection, name: str) -> None:
         task = conn.watchers.pop(name, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _fail(self, conn: _Conn, *, kill: bool) -> None:
+    async def _fail(self, conn: Connection, *, kill: bool) -> None:
         conn.phase = conn.ENDED
         conn.settled.set()
         await self._retire(kill=kill)
@@ -391,7 +375,7 @@ class NeonizeEngine:
             self._unwatch(conn, name)
         await self._stop_child(conn, kill=kill)
 
-    async def _stop_child(self, conn: _Conn, *, kill: bool = False) -> None:
+    async def _stop_child(self, conn: Connection, *, kill: bool = False) -> None:
         if kill:
             await conn.child.kill()
         else:
@@ -402,19 +386,3 @@ class NeonizeEngine:
                 await asyncio.wait_for(asyncio.shield(pump), 3.0)
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
-
-
-def _cause(value: str | None) -> Cause:
-    try:
-        return Cause(value) if value else Cause.SERVER_ERROR
-    except ValueError:
-        return Cause.SERVER_ERROR
-
-
-def _when(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
