@@ -60,6 +60,7 @@ PORTAL_ROUTES: list[tuple[str, str, Any, int]] = [
     ("GET", f"{PORTAL}/qr", None, 200),
     ("GET", f"{PORTAL}/logs", None, 200),
     ("GET", f"{PORTAL}/events", None, 200),
+    ("GET", f"{PORTAL}/stats/hourly", None, 200),
     ("GET", f"{PORTAL}/config", None, 200),
     ("PUT", f"{PORTAL}/config", {"rules": [{"match": "any", "reply": "hi"}]}, 200),
     ("POST", f"{PORTAL}/messages", {"to": "+15559999", "text": "hello"}, 202),

@@ -461,3 +461,29 @@ async def test_config_private_webhook_allowed_by_setting(make_settings, fleet: F
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cp") as c:
             assert (await c.put(f"{P}/config", json=doc, headers=H)).status_code == 200
+
+
+async def test_hourly_stats(client: httpx.AsyncClient, db: Database, fleet: Fleet):
+    async with db.session() as s, s.begin():
+        for i, (hours_ago, direction) in enumerate(
+            [(0, "out"), (0, "out"), (5, "in"), (22, "in"), (24, "in"), (30, "out")]
+        ):
+            s.add(
+                MessageLog(
+                    tenant_id=fleet.a_id, direction=direction, wa_id=f"h{i}", chat="c",
+                    sender="c", body="b", status="SENT",
+                    created_at=NOW - timedelta(hours=hours_ago, minutes=1), updated_at=NOW,
+                )
+            )  # fmt: skip
+    data = (await client.get(f"{P}/stats/hourly", headers=H)).json()
+    hours = data["hours"]
+    assert len(hours) == 24
+    # 24 buckets ending with the current hour (NOW is 12:00 sharp)
+    assert hours[-1]["hour"].startswith("2026-01-15T12:00:00")
+    assert hours[0]["hour"].startswith("2026-01-14T13:00:00")
+    by_hour = {h["hour"][:13]: (h["in"], h["out"]) for h in hours}
+    # the 3 seeded inbound messages are 8-10 minutes before NOW, in the 11:00 hour
+    assert by_hour["2026-01-15T11"] == (3, 2)
+    assert by_hour["2026-01-15T06"] == (1, 0)
+    assert by_hour["2026-01-14T13"] == (1, 0)  # 22 h 1 min ago: the oldest bucket
+    assert sum(h["in"] + h["out"] for h in hours) == 7  # 24 h+ ago is not counted

@@ -4,7 +4,7 @@ id only."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -90,6 +90,37 @@ async def tenant_status(
         last_disconnect=_disconnect(ws),
         messages=sch.MessageCounts(in_24h=n_in, out_24h=n_out, pending_out=n_pend),
     )
+
+
+HOURS = 24
+
+
+async def hourly_counts(scope: TenantScope, *, now: datetime) -> list[sch.HourCount]:
+    """Messages in/out per hour for the last 24 hours (oldest first, zeros included),
+    counted by the database (one grouped query on the tenant's created_at index)."""
+    last = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    first = last - timedelta(hours=HOURS - 1)
+    dialect = scope.s.get_bind().dialect.name
+    if dialect == "postgresql":
+        hour: Any = func.date_trunc("hour", func.timezone("UTC", MessageLog.created_at))
+    else:  # SQLite stores naive UTC text
+        hour = func.strftime("%Y-%m-%d %H:00:00", MessageLog.created_at)
+    q = (
+        select(hour, MessageLog.direction, func.count(MessageLog.id))
+        .where(MessageLog.tenant_id == scope.tenant_id, MessageLog.created_at >= first)
+        .group_by(hour, MessageLog.direction)
+    )
+    counts: dict[datetime, dict[str, int]] = {}
+    for at, direction, n in (await scope.s.execute(q)).all():
+        start = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
+        counts.setdefault(start, {})[direction] = int(n)
+    buckets = []
+    for i in range(HOURS):
+        start = first + timedelta(hours=i)
+        c = counts.get(start, {})
+        buckets.append(sch.HourCount(hour=start, in_=c.get("in", 0), out=c.get("out", 0)))
+    return buckets
 
 
 async def admin_tenants(

@@ -125,6 +125,18 @@ class EventsPage(BaseModel):
     next_before: int | None
 
 
+class HourCount(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    hour: datetime = Field(description="Start of the hour (UTC).")
+    in_: int = Field(alias="in")
+    out: int
+
+
+class HourlyStats(BaseModel):
+    hours: list[HourCount] = Field(description="The last 24 hours, oldest first.")
+
+
 # ---------------------------------------------------------------- actions / messages
 
 

@@ -139,6 +139,12 @@ async def get_events(scope: ScopeDep, limit: Limit = 50, before: Before = None) 
     return sch.EventsPage(items=items, next_before=page.next_before)
 
 
+@router.get("/stats/hourly", response_model=sch.HourlyStats)
+async def get_hourly_stats(request: Request, scope: ScopeDep) -> sch.HourlyStats:
+    """Messages in/out per hour over the last 24 hours (the portal's chart)."""
+    return sch.HourlyStats(hours=await queries.hourly_counts(scope, now=_now(request)))
+
+
 async def _record_action(
     scope: TenantScope, action: str, by: str, now: datetime, command_kind: str
 ) -> int:
