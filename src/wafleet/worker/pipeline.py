@@ -76,7 +76,13 @@ class TenantPipeline:
         # the engine that receives acks (set as soon as it exists, before login)
         self.ack_engine: Engine | None = None
         self._inflight: set[str] = set()
-        self._deferred = False
+        # Chats with stored messages waiting for the sweep (their queue was full): a newer
+        # message of such a chat must queue behind them, i.e. go through the sweep too,
+        # or it would overtake them. Until the start-up sweep has re-queued what an
+        # earlier run left, every chat is in that situation (`_holding`).
+        self._deferred_chats: set[str] = set()
+        self._holding = True
+        self._waiting: dict[str, str] = {}  # wa_id → chat: deferred, not yet seen by a sweep
         self._deferred_event = asyncio.Event()
         self._in_buf: list[IncomingMessage] = []
         self._rc_buf: list[tuple[str, str]] = []
@@ -186,16 +192,25 @@ class TenantPipeline:
         self.received += len(new)
         for ev in unique.values():
             if (self.fence.tenant_id, ev.id) in new:
-                self._enqueue(_Item(ev.id, ev.chat, ev.sender, ev.text, ev.at))
+                self._enqueue_new(_Item(ev.id, ev.chat, ev.sender, ev.text, ev.at))
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue_new(self, item: _Item) -> None:
+        """A just-stored message: queue it, unless older ones of its chat wait in the DB."""
         if item.wa_id in self._inflight:
-            return
+            return  # a sweep already queued it while we were acking
+        if self._holding or item.chat in self._deferred_chats or not self._enqueue(item):
+            self._waiting[item.wa_id] = item.chat
+            self._deferred_chats.add(item.chat)
+            self._deferred_event.set()
+
+    def _enqueue(self, item: _Item) -> bool:
+        """Queue a stored message; False when its chat's queue is full."""
+        if item.wa_id in self._inflight:
+            return True
         if self.queues.enqueue(item.chat, item):
             self._inflight.add(item.wa_id)
-        else:
-            self._deferred = True
-            self._deferred_event.set()
+            return True
+        return False
 
     async def _sweep_loop(self) -> None:
         """Re-queue stored-but-unprocessed inbound rows: at start (crash recovery) and
@@ -210,7 +225,9 @@ class TenantPipeline:
             await self.sweep()
 
     async def sweep(self) -> None:
-        self._deferred = False
+        """Queue RECEIVED rows in id (= arrival) order; a chat whose queue fills stays
+        deferred, and none of its later rows is queued before the next sweep."""
+        blocked: set[str] = set()
         after = 0
         while True:
             async with self.batcher.engine.connect() as conn:
@@ -218,10 +235,24 @@ class TenantPipeline:
                     conn, self.fence.tenant_id, after_id=after, limit=SWEEP_BATCH
                 )
             for r in rows:
-                self._enqueue(_Item(r["wa_id"], r["chat"], r["sender"], r["body"], r["created_at"]))
-            if len(rows) < SWEEP_BATCH or self._deferred:
-                return
+                item = _Item(r["wa_id"], r["chat"], r["sender"], r["body"], r["created_at"])
+                if item.chat in blocked or not self._enqueue(item):
+                    blocked.add(item.chat)
+                else:
+                    self._waiting.pop(item.wa_id, None)
+            complete = len(rows) < SWEEP_BATCH
+            if complete or blocked:
+                break
             after = rows[-1]["id"]
+        if complete:
+            # Every stored row was seen: only chats still blocked, or with a message
+            # deferred after our read, must keep going through the sweep.
+            self._deferred_chats = blocked | set(self._waiting.values())
+            self._holding = False
+        else:
+            self._deferred_chats |= blocked
+        if self._deferred_chats:
+            self._deferred_event.set()
 
     async def _process(self, item: _Item) -> None:
         try:
