@@ -3,6 +3,7 @@ exactly once, in order per chat, with 500 + 500 rows in ``message_logs``."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -80,3 +81,24 @@ def test_link_then_500_messages_answered_once_in_order(stack: Stack) -> None:
     st = stack.status_json()
     assert st["session_state"] == "CONNECTED"
     assert st["worker"]["status"] == "RUNNING"
+
+
+def test_one_chat_beyond_its_queue_bound_stays_in_order(linked: Stack) -> None:
+    """More messages in one chat than its queue holds (WAFLEET_CHAT_QUEUE_MAX=100): the
+    overflow is deferred to the database, and messages arriving meanwhile must queue
+    behind it, not overtake it (regression: they did)."""
+    chat = "+15551230000"
+    texts = [f"m{i:03d}" for i in range(300)]
+    linked.inbound_batch([(chat, t) for t in texts[:200]])
+    for b in range(20):  # a trickle while the overflow still waits
+        linked.inbound_batch([(chat, t) for t in texts[200 + 5 * b : 205 + 5 * b]])
+        time.sleep(0.05)
+    out = linked.wait_outbound(300, timeout=90)
+    assert [m["text"] for m in out] == [f"echo: {t}" for t in texts]
+    assert len({m["id"] for m in out}) == 300
+    eventually(
+        lambda: [r["status"] for r in linked.messages("in")] == ["PROCESSED"] * 300,
+        timeout=15,
+        what="300 inbound PROCESSED",
+        stack=linked,
+    )
