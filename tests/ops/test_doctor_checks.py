@@ -20,7 +20,7 @@ from wafleet.db.base import utcnow
 from wafleet.db.engine import Database
 from wafleet.db.models import Tenant, WhatsAppSession, WorkerProcess
 from wafleet.db.repositories import TenantRepository, UserRepository
-from wafleet.ops import db_checks, host_checks
+from wafleet.ops import db_checks, host_checks, net_checks
 from wafleet.ops.doctor import CheckResult, check_config, exit_code, render_json, render_text
 from wafleet.states import Cause, SessionState, TenantStatus, WorkerStatus
 
@@ -263,7 +263,7 @@ async def test_whatsapp_reachable_with_injected_resolver(listener: int) -> None:
         return ["127.0.0.1"]
 
     targets = [("web.whatsapp.com", listener), ("g.whatsapp.net", listener)]
-    r = await host_checks.check_reachability(targets, resolver=resolver, timeout=2)
+    r = await net_checks.check_reachability(targets, resolver=resolver, timeout=2)
     assert r.status == "PASS", r
     assert "web.whatsapp.com" in r.detail
     assert "g.whatsapp.net" in r.detail
@@ -271,7 +271,7 @@ async def test_whatsapp_reachable_with_injected_resolver(listener: int) -> None:
 
 
 async def test_whatsapp_unreachable_with_the_real_resolver() -> None:
-    r = await host_checks.check_reachability(host_checks.WHATSAPP_TARGETS, timeout=2)
+    r = await net_checks.check_reachability(net_checks.WHATSAPP_TARGETS, timeout=2)
     if r.status == "PASS":
         pytest.skip("this machine does reach WhatsApp")
     assert r.status == "FAIL"
@@ -285,7 +285,7 @@ async def test_tcp_refused_and_dns_timeout() -> None:
         return ["127.0.0.1"]
 
     closed = free_port()
-    r = await host_checks.check_reachability([("web.whatsapp.com", closed)], resolver=loopback)
+    r = await net_checks.check_reachability([("web.whatsapp.com", closed)], resolver=loopback)
     assert r.status == "FAIL"
     assert f"TCP web.whatsapp.com:{closed}" in r.detail
 
@@ -293,7 +293,7 @@ async def test_tcp_refused_and_dns_timeout() -> None:
         await asyncio.Event().wait()
         return []
 
-    r = await host_checks.check_reachability(
+    r = await net_checks.check_reachability(
         [("web.whatsapp.com", 443)], resolver=hanging, timeout=0.1
     )
     assert r.status == "FAIL"

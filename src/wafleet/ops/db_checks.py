@@ -228,16 +228,12 @@ async def check_tenants(db: Database, *, max_attempts: int) -> CheckResult:
     name = "tenants"
     async with db.session() as s:
         rows = (
-            (
-                await s.execute(
-                    select(Tenant, WhatsAppSession)
-                    .outerjoin(WhatsAppSession, WhatsAppSession.tenant_id == Tenant.id)
-                    .order_by(Tenant.slug)
-                )
+            await s.execute(
+                select(Tenant, WhatsAppSession)
+                .outerjoin(WhatsAppSession, WhatsAppSession.tenant_id == Tenant.id)
+                .order_by(Tenant.slug)
             )
-            .tuples()
-            .all()
-        )
+        ).all()
     attention: list[str] = []
     paused = 0
     for tenant, ws in rows:

@@ -104,7 +104,7 @@ class DoctorOptions:
 
 async def run_doctor(cfg: Settings, options: DoctorOptions | None = None) -> list[CheckResult]:
     """Every check but `config` (the caller ran it to get ``cfg``), real dependencies."""
-    from wafleet.ops import db_checks, host_checks
+    from wafleet.ops import db_checks, host_checks, net_checks
 
     opts = options or DoctorOptions()
     wanted = set(opts.only) or set(CHECK_NAMES)
@@ -117,7 +117,7 @@ async def run_doctor(cfg: Settings, options: DoctorOptions | None = None) -> lis
         "permissions": lambda: asyncio.to_thread(host_checks.check_permissions, cfg.data_dir),
         "disk": lambda: asyncio.to_thread(host_checks.check_disk, cfg.data_dir),
         "engine": lambda: host_checks.check_engine_for(cfg, timeout=t),
-        "network": lambda: host_checks.check_network_for(cfg, timeout=t),
+        "network": lambda: net_checks.check_network_for(cfg, timeout=t),
     }
     host.update(opts.extra)
     names = [n for n in CHECK_NAMES if n in wanted and n in host]

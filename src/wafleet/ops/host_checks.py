@@ -1,4 +1,4 @@
-"""Doctor checks of the host: portal key, data dir, permissions, disk, engine, network.
+"""Doctor checks of the host: portal key, data dir, permissions, disk, engine library.
 
 Each function takes what it looks at as parameters (paths, statvfs, resolver, probe
 command), so tests drive it to PASS and to FAIL; the ``*_for(settings)`` helpers bind the
@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import stat
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -35,8 +32,6 @@ WHATSAPP_TARGETS: tuple[tuple[str, int], ...] = (
     ("g.whatsapp.net", 5222),
 )
 ENGINE_PROBE_TIMEOUT = 30.0
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class StatVfs(Protocol):
@@ -315,96 +310,6 @@ async def check_engine_for(cfg: Settings, *, timeout: float) -> CheckResult:
     if cfg.engine == "simulator":
         return await check_simulator(cfg.simulator_url, timeout=timeout)
     return await check_neonize()
-
-
-# ------------------------------------------------------------------ network
-async def system_resolver(host: str, port: int) -> list[str]:
-    """getaddrinfo in a daemon thread: a hung resolver must not keep the process alive."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[list[str]] = loop.create_future()
-
-    def work() -> None:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
-            loop.call_soon_threadsafe(_settle, fut, addrs, None)
-        except OSError as err:
-            loop.call_soon_threadsafe(_settle, fut, None, err)
-
-    threading.Thread(target=work, name=f"doctor-dns:{host}", daemon=True).start()
-    return await fut
-
-
-def _settle(fut: asyncio.Future[list[str]], value: list[str] | None, err: Exception | None) -> None:
-    if fut.done():
-        return
-    if err is not None:
-        fut.set_exception(err)
-    else:
-        fut.set_result(value or [])
-
-
-async def _tcp_connect(addr: str, port: int, timeout: float) -> float:
-    t0 = time.monotonic()
-    _, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
-    writer.close()
-    try:
-        await asyncio.wait_for(writer.wait_closed(), timeout)
-    except (OSError, TimeoutError):
-        pass
-    return time.monotonic() - t0
-
-
-async def check_reachability(
-    targets: Sequence[tuple[str, int]],
-    *,
-    resolver: Resolver = system_resolver,
-    timeout: float = 2.0,
-    what: str = "WhatsApp",
-    fix_dns: str = (
-        "check the host's DNS (/etc/resolv.conf) and outbound network: workers need to "
-        "resolve web.whatsapp.com and reach TCP 443 and 5222"
-    ),
-    fix_tcp: str = (
-        "allow outbound TCP 443 and 5222 to WhatsApp (firewall, proxy, egress policy) on every "
-        "worker host"
-    ),
-) -> CheckResult:
-    name = "network"
-    reached: list[str] = []
-    for host, port in targets:
-        try:
-            addrs = await asyncio.wait_for(resolver(host, port), timeout)
-        except TimeoutError:
-            return fail(name, f"DNS lookup of {host} timed out after {timeout:g}s", fix_dns)
-        except OSError as err:
-            return fail(name, f"cannot resolve {host}: {_err(err)} (no route to {what})", fix_dns)
-        if not addrs:
-            return fail(name, f"{host} resolves to no address", fix_dns)
-        try:
-            took = await _tcp_connect(addrs[0], port, timeout)
-        except TimeoutError:
-            return fail(
-                name, f"TCP {host}:{port} ({addrs[0]}) timed out after {timeout:g}s", fix_tcp
-            )
-        except OSError as err:
-            return fail(name, f"TCP {host}:{port} ({addrs[0]}) failed: {_err(err)}", fix_tcp)
-        reached.append(f"{host}:{port} ({took * 1000:.0f} ms)")
-    return passed(name, f"{what} reachable: " + ", ".join(reached))
-
-
-async def check_network_for(cfg: Settings, *, timeout: float) -> CheckResult:
-    if cfg.engine == "simulator":
-        parts = urlsplit(cfg.simulator_url)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-        return await check_reachability(
-            [(parts.hostname or "127.0.0.1", port)],
-            timeout=timeout,
-            what="the simulator",
-            fix_dns="fix the host name in WAFLEET_SIMULATOR_URL",
-            fix_tcp="start `wafleet simulator` or fix WAFLEET_SIMULATOR_URL",
-        )
-    return await check_reachability(WHATSAPP_TARGETS, timeout=timeout)
 
 
 def _err(err: BaseException) -> str:
