@@ -46,9 +46,12 @@ def frames(conn: Conn) -> list[dict[str, Any]]:
     return out
 
 
-def make(scale: float = 1.0) -> tuple[Simulator, FakeTime]:
+def make(scale: float = 1.0, idle_timeout: float = 0.0) -> tuple[Simulator, FakeTime]:
     t = FakeTime()
-    return Simulator(time_scale=scale, clock=t.clock, now=t.now, sleep=t.sleep), t
+    sim = Simulator(
+        time_scale=scale, idle_timeout=idle_timeout, clock=t.clock, now=t.now, sleep=t.sleep
+    )
+    return sim, t
 
 
 def connect(sim: Simulator, token: str | None = None) -> Conn:
@@ -157,3 +160,19 @@ async def test_drop_and_refuse_at_handshake() -> None:
     assert sim.handshake(None)[0] == "drop"
     sim.clear_faults(None)
     assert sim.handshake(token)[0] == "ok"
+
+
+async def test_idle_client_is_dropped_after_idle_timeout_but_pinging_one_is_not() -> None:
+    sim, t = make(idle_timeout=10.0)
+    creds1 = await link(sim, "+15550001")
+    creds2 = await link(sim, "+15550002")
+    silent = connect(sim, creds1)
+    chatty = connect(sim, creds2)
+    assert silent.state == ONLINE and chatty.state == ONLINE
+    for _ in range(6):  # 6 x 2.5 s = 15 s: only the chatty client pings
+        t.advance(2.5)
+        sim.frame(chatty, json.dumps({"type": "ping", "id": 1}))
+        sim.reap_idle()
+    assert silent.closing and silent._abort  # dropped like a dead TCP peer
+    assert not chatty.closing
+    await sim.aclose()

@@ -32,6 +32,7 @@ class Conn:
         "_wake",
         "device",
         "id",
+        "last_seen",
         "phone",
         "qr_code",
         "qr_task",
@@ -51,6 +52,7 @@ class Conn:
         self._wake = asyncio.Event()
         self._closing = False
         self._abort = False
+        self.last_seen = 0.0  # monotonic time of the last frame from the client
 
     @property
     def closing(self) -> bool:

@@ -47,6 +47,7 @@ class Simulator:
         self,
         *,
         time_scale: float = 1.0,
+        idle_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -54,6 +55,11 @@ class Simulator:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         self.time_scale = time_scale
+        # Like WhatsApp's servers, drop a client that has sent nothing (not even a ping)
+        # for this many seconds (wall clock, not scaled; 0 disables). A frozen worker's
+        # sockets therefore close before its leases can be taken over.
+        self.idle_timeout = idle_timeout
+        self._reaper: asyncio.Task[None] | None = None
         self.clock = clock
         self.now = now
         self._sleep = sleep
@@ -82,7 +88,10 @@ class Simulator:
         if self.faults and self.faults.active("refuse", phone):
             return "refuse", None
         conn = Conn(next(self._ids), token, phone)
+        conn.last_seen = self.clock()
         self.conns.add(conn)
+        if self.idle_timeout > 0 and self._reaper is None:
+            self._reaper = self._spawn(self._reap_idle(), "sim-idle-reaper")
         if self.faults and self.faults.active("drop", phone):
             conn.state = CLOSED
             return "drop", conn
@@ -96,6 +105,7 @@ class Simulator:
     def frame(self, conn: Conn, text: str | bytes) -> None:
         if conn.state == CLOSED:
             return
+        conn.last_seen = self.clock()
         if self.faults and self.faults.active("blackhole", conn.phone):
             return  # a blackhole ignores everything
         frame = p.decode(text)
@@ -371,6 +381,21 @@ class Simulator:
         for code in [c for c, e in self.qr_codes.items() if e.conn is conn and e.phone]:
             del self.qr_codes[code]
         conn.state = CLOSED
+
+    async def _reap_idle(self) -> None:
+        period = max(0.05, self.idle_timeout / 4)
+        while True:
+            await self._sleep(period)
+            self.reap_idle()
+
+    def reap_idle(self) -> int:
+        """Drop every client silent for longer than the idle timeout; returns how many."""
+        limit = self.clock() - self.idle_timeout
+        idle = [c for c in self.conns if c.state != CLOSED and c.last_seen < limit]
+        for conn in idle:
+            self._detach(conn)
+            conn.abort()
+        return len(idle)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -61,10 +61,17 @@ class _EmbeddedServer(uvicorn.Server):
 class SimulatorServer:
     """The simulator on the running event loop: ``port = await start()``; ``await stop()``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        time_scale: float = 1.0,
+        idle_timeout: float = 60.0,
+    ) -> None:
         self.host = host
         self.requested_port = port
-        self.sim = Simulator(time_scale=time_scale)
+        self.sim = Simulator(time_scale=time_scale, idle_timeout=idle_timeout)
         self.app = SimulatorApp(self.sim)
         self.port = 0
         self._server: uvicorn.Server | None = None
@@ -114,10 +121,17 @@ class SimulatorServer:
         await self.stop()
 
 
-def serve(host: str, port: int, time_scale: float, *, log_level: str = "warning") -> None:
+def serve(
+    host: str,
+    port: int,
+    time_scale: float,
+    *,
+    log_level: str = "warning",
+    idle_timeout: float = 60.0,
+) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully (bounded) and return (exit 0)."""
     sock = bind(host, port)
-    sim = Simulator(time_scale=time_scale)
+    sim = Simulator(time_scale=time_scale, idle_timeout=idle_timeout)
     config = _config(SimulatorApp(sim), log_level=log_level, loop="auto")
     server = _EmbeddedServer(config)
 
