@@ -99,8 +99,15 @@ def tenant_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str]
     return env, root
 
 
+# Through the real CLI (a process each): one case per kind of check. All cases are
+# checked in-process below; the CLI adds only the file name in front of the same message.
+VIA_CLI = {"bad-json", "not-object", "unknown-match", "bad-regex", "extra-rule-field",
+           "private-webhook"}  # fmt: skip
+CLI_CASES = [case for case in INVALID if case[0] in VIA_CLI]
+
+
 @pytest.mark.parametrize(
-    ("text", "words"), [(t, w) for _, t, w in INVALID], ids=[i[0] for i in INVALID]
+    ("text", "words"), [(t, w) for _, t, w in CLI_CASES], ids=[c[0] for c in CLI_CASES]
 )
 def test_invalid_rules_file_is_one_line_exit_2(
     tenant_env: tuple[dict[str, str], Path], text: str, words: list[str]
@@ -113,8 +120,21 @@ def test_invalid_rules_file_is_one_line_exit_2(
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {path}: ")
     for word in words:
         assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"), [(t, w) for _, t, w in INVALID], ids=[i[0] for i in INVALID]
+)
+def test_invalid_rules_message(text: str, words: list[str]) -> None:
+    with pytest.raises(RulesError) as info:
+        load_bot_config_text(text, allow_private_webhook=False)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "not-utf8"])
