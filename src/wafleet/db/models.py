@@ -194,6 +194,8 @@ class ConnectionEvent(Base):
     cause: Mapped[str | None] = mapped_column(String(32), default=None)
     detail: Mapped[str | None] = mapped_column(Text, default=None)
     worker_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # the lease epoch the writing worker held: an audit trail of fencing
+    epoch: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class TenantCommand(Base):

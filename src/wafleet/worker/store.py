@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,6 +25,7 @@ from wafleet.db.models import (
     WhatsAppSession,
 )
 from wafleet.states import MessageDirection, MessageStatus
+from wafleet.worker.batcher import MergeableWrite
 
 ML = cast(Table, MessageLog.__table__)
 WS = cast(Table, WhatsAppSession.__table__)
@@ -96,6 +97,7 @@ def update_session_fn(
                     cause=event.cause,
                     detail=event.detail,
                     worker_id=fence.worker_id,
+                    epoch=fence.epoch,
                 )
             )
         return True
@@ -132,13 +134,18 @@ class Inbound:
     at: datetime
 
 
-def insert_inbound_fn(items: Sequence[Inbound], now: datetime) -> Any:
-    """Store inbound messages; returns the wa_ids that were NEW (duplicates skipped)."""
+class InsertInbound(MergeableWrite):
+    """Store inbound messages; returns the (tenant id, wa_id) pairs that were NEW
+    (duplicates skipped). Merged per batch: one multi-row INSERT for every tenant's
+    messages; a message new to the database counts as new for the first write holding it."""
 
-    async def fn(conn: AsyncConnection) -> set[tuple[int, str]]:
-        if not items:
-            return set()
-        rows = [
+    def __init__(self, items: Sequence[Inbound], now: datetime) -> None:
+        self.items = items
+        self.now = now
+
+    def rows(self) -> list[dict[str, Any]]:
+        now = self.now
+        return [
             {
                 "tenant_id": m.tenant_id,
                 "direction": MessageDirection.IN.value,
@@ -151,17 +158,33 @@ def insert_inbound_fn(items: Sequence[Inbound], now: datetime) -> Any:
                 "created_at": m.at if m.at <= now else now,
                 "updated_at": now,
             }
-            for m in items
+            for m in self.items
         ]
-        stmt = (
-            _insert(conn, ML)
-            .on_conflict_do_nothing()
-            .returning(ML.c.tenant_id, ML.c.wa_id, ML.c.id)
-        )
-        res = await conn.execute(stmt, rows)
-        return {(int(r[0]), str(r[1])) for r in res.all()}
 
-    return fn
+    @classmethod
+    async def run_many(
+        cls, conn: AsyncConnection, writes: list[InsertInbound]
+    ) -> list[set[tuple[int, str]]]:
+        rows = [r for w in writes for r in w.rows()]
+        new: set[tuple[int, str]] = set()
+        if rows:
+            stmt = (
+                _insert(conn, ML)
+                .on_conflict_do_nothing()
+                .returning(ML.c.tenant_id, ML.c.wa_id, ML.c.id)
+            )
+            res = await conn.execute(stmt, rows)
+            new = {(int(r[0]), str(r[1])) for r in res.all()}
+        results: list[set[tuple[int, str]]] = []
+        for w in writes:
+            mine = {(m.tenant_id, m.wa_id) for m in w.items} & new
+            new -= mine
+            results.append(mine)
+        return results
+
+
+def insert_inbound_fn(items: Sequence[Inbound], now: datetime) -> InsertInbound:
+    return InsertInbound(items, now)
 
 
 @dataclass(frozen=True)
@@ -180,41 +203,75 @@ def reply_wa_id(inbound_wa_id: str) -> str:
     return f"R-{inbound_wa_id}"[:128]
 
 
-def complete_inbound_fn(fence: Fence, outcome: Outcome, now: datetime) -> Any:
-    async def fn(conn: AsyncConnection) -> bool:
-        status = MessageStatus.FAILED if outcome.error else MessageStatus.PROCESSED
-        res = await conn.execute(
-            update(ML)
-            .where(
-                ML.c.tenant_id == outcome.tenant_id,
-                ML.c.direction == MessageDirection.IN.value,
-                ML.c.wa_id == outcome.inbound_wa_id,
-                ML.c.status == MessageStatus.RECEIVED.value,
-                fence.holds(),
-            )
-            .values(status=status.value, error=outcome.error, updated_at=now)
-        )
-        if res.rowcount == 0:
-            return False
-        if outcome.reply is not None:
-            await conn.execute(
-                _insert(conn, ML).on_conflict_do_nothing(),
-                {
-                    "tenant_id": outcome.tenant_id,
-                    "direction": MessageDirection.OUT.value,
-                    "wa_id": reply_wa_id(outcome.inbound_wa_id),
-                    "chat": outcome.chat,
-                    "sender": "me",
-                    "body": outcome.reply,
-                    "status": MessageStatus.PENDING.value,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-        return True
+class CompleteInbound(MergeableWrite):
+    """Mark one inbound message PROCESSED (or FAILED) and put its reply, if any, in the
+    outbox — only while the lease is ours. Returns False when nothing was done (already
+    processed, or the lease is gone). Merged per batch: one UPDATE ... RETURNING per
+    (lease, outcome status) and one multi-row INSERT of replies, whatever the number of
+    messages. It touches only inbound rows committed before it was submitted and their
+    new reply rows, which no other write of the same batch depends on."""
 
-    return fn
+    def __init__(self, fence: Fence, outcome: Outcome, now: datetime) -> None:
+        self.fence = fence
+        self.outcome = outcome
+        self.now = now
+
+    @classmethod
+    async def run_many(cls, conn: AsyncConnection, writes: list[CompleteInbound]) -> list[bool]:
+        groups: dict[tuple[Fence, str, str | None], list[CompleteInbound]] = {}
+        for w in writes:
+            done = MessageStatus.FAILED if w.outcome.error else MessageStatus.PROCESSED
+            groups.setdefault((w.fence, done.value, w.outcome.error), []).append(w)
+        applied: set[tuple[int, str]] = set()
+        for (fence, status, error), group in groups.items():
+            now = max(w.now for w in group)
+            ids = list(dict.fromkeys(w.outcome.inbound_wa_id for w in group))
+            for start in range(0, len(ids), _IN_CHUNK):
+                res = await conn.execute(
+                    update(ML)
+                    .where(
+                        ML.c.tenant_id == fence.tenant_id,
+                        ML.c.direction == MessageDirection.IN.value,
+                        ML.c.wa_id.in_(ids[start : start + _IN_CHUNK]),
+                        ML.c.status == MessageStatus.RECEIVED.value,
+                        fence.holds(),
+                    )
+                    .values(status=status, error=error, updated_at=now)
+                    .returning(ML.c.wa_id)
+                )
+                applied.update((fence.tenant_id, str(r[0])) for r in res.all())
+        results: list[bool] = []
+        replies: list[dict[str, Any]] = []
+        for w in writes:
+            key = (w.outcome.tenant_id, w.outcome.inbound_wa_id)
+            ok = key in applied
+            applied.discard(key)  # a duplicate in the same batch reports False, as alone
+            results.append(ok)
+            if ok and w.outcome.reply is not None:
+                replies.append(
+                    {
+                        "tenant_id": w.outcome.tenant_id,
+                        "direction": MessageDirection.OUT.value,
+                        "wa_id": reply_wa_id(w.outcome.inbound_wa_id),
+                        "chat": w.outcome.chat,
+                        "sender": "me",
+                        "body": w.outcome.reply,
+                        "status": MessageStatus.PENDING.value,
+                        "attempts": 0,
+                        "created_at": w.now,
+                        "updated_at": w.now,
+                    }
+                )
+        if replies:
+            await conn.execute(_insert(conn, ML).on_conflict_do_nothing(), replies)
+        return results
+
+
+_IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's bound-parameter limit
+
+
+def complete_inbound_fn(fence: Fence, outcome: Outcome, now: datetime) -> CompleteInbound:
+    return CompleteInbound(fence, outcome, now)
 
 
 async def received_inbound(
@@ -254,21 +311,50 @@ async def pending_outbox(
     return [dict(r._mapping) for r in rows]
 
 
-def mark_sent_fn(fence: Fence, ids: Sequence[int], now: datetime) -> Any:
-    async def fn(conn: AsyncConnection) -> bool:
-        res = await conn.execute(
-            update(ML)
-            .where(
-                ML.c.id.in_(list(ids)),
-                ML.c.tenant_id == fence.tenant_id,
-                ML.c.status == MessageStatus.PENDING.value,
-                fence.holds(),
-            )
-            .values(status=MessageStatus.SENT.value, updated_at=now, attempts=ML.c.attempts + 1)
-        )
-        return bool(res.rowcount)
+class MarkSent(MergeableWrite):
+    """Outbox rows confirmed by the engine: PENDING → SENT, only while the lease is ours.
+    Merged per batch: one executemany for every tenant's rows. Returns nothing."""
 
-    return fn
+    def __init__(self, fence: Fence, ids: Sequence[int], now: datetime) -> None:
+        self.fence = fence
+        self.ids = ids
+        self.now = now
+
+    @classmethod
+    async def run_many(cls, conn: AsyncConnection, writes: list[MarkSent]) -> list[None]:
+        params = [
+            {
+                "b_id": i,
+                "b_tenant": w.fence.tenant_id,
+                "b_worker": w.fence.worker_id,
+                "b_epoch": w.fence.epoch,
+            }
+            for w in writes
+            for i in w.ids
+        ]
+        if params:
+            await conn.execute(_MARK_SENT.values(updated_at=max(w.now for w in writes)), params)
+        return [None] * len(writes)
+
+
+_MARK_SENT = (
+    update(ML)
+    .where(
+        ML.c.id == bindparam("b_id"),
+        ML.c.tenant_id == bindparam("b_tenant"),
+        ML.c.status == MessageStatus.PENDING.value,
+        exists().where(
+            TL.c.tenant_id == bindparam("b_tenant"),
+            TL.c.worker_id == bindparam("b_worker"),
+            TL.c.epoch == bindparam("b_epoch"),
+        ),
+    )
+    .values(status=MessageStatus.SENT.value, attempts=ML.c.attempts + 1)
+)
+
+
+def mark_sent_fn(fence: Fence, ids: Sequence[int], now: datetime) -> MarkSent:
+    return MarkSent(fence, ids, now)
 
 
 def mark_out_failed_fn(fence: Fence, msg_id: int, error: str, now: datetime) -> Any:
@@ -293,29 +379,45 @@ _RECEIPT_FROM = {
 }
 
 
-def apply_receipts_fn(tenant_id: int, receipts: Sequence[tuple[str, str]], now: datetime) -> Any:
-    """Receipts only move a message forward (SENT → DELIVERED → READ)."""
+class ApplyReceipts(MergeableWrite):
+    """Receipts only move a message forward (SENT → DELIVERED → READ). Merged per batch:
+    one executemany per receipt status for every tenant's receipts. Returns nothing."""
 
-    async def fn(conn: AsyncConnection) -> int:
-        n = 0
+    def __init__(self, tenant_id: int, receipts: Sequence[tuple[str, str]], now: datetime):
+        self.tenant_id = tenant_id
+        self.receipts = receipts
+        self.now = now
+
+    @classmethod
+    async def run_many(cls, conn: AsyncConnection, writes: list[ApplyReceipts]) -> list[None]:
+        now = max(w.now for w in writes)
         for status, allowed in _RECEIPT_FROM.items():
-            ids = [wa for wa, st in receipts if st == status]
-            if not ids:
-                continue
-            res = await conn.execute(
-                update(ML)
-                .where(
-                    ML.c.tenant_id == tenant_id,
-                    ML.c.direction == MessageDirection.OUT.value,
-                    ML.c.wa_id.in_(ids),
-                    ML.c.status.in_(allowed),
+            params = [
+                {"b_tenant": w.tenant_id, "b_wa": wa}
+                for w in writes
+                for wa, st in w.receipts
+                if st == status
+            ]
+            if params:
+                stmt = (
+                    update(ML)
+                    .where(
+                        ML.c.tenant_id == bindparam("b_tenant"),
+                        ML.c.direction == MessageDirection.OUT.value,
+                        ML.c.wa_id == bindparam("b_wa"),
+                        # or_ of equalities: an IN list cannot expand in an executemany
+                        or_(*(ML.c.status == a for a in allowed)),
+                    )
+                    .values(status=status, updated_at=now)
                 )
-                .values(status=status, updated_at=now)
-            )
-            n += int(res.rowcount)
-        return n
+                await conn.execute(stmt, params)
+        return [None] * len(writes)
 
-    return fn
+
+def apply_receipts_fn(
+    tenant_id: int, receipts: Sequence[tuple[str, str]], now: datetime
+) -> ApplyReceipts:
+    return ApplyReceipts(tenant_id, receipts, now)
 
 
 async def count_backlog(conn: AsyncConnection, tenant_ids: Sequence[int]) -> int:
