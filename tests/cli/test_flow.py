@@ -46,7 +46,7 @@ class Cli:
         return lines[0]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
     env = base_env(tmp_path / "data")
     if request.param == "postgres":

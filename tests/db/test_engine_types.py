@@ -61,7 +61,7 @@ async def test_sqlite_foreign_keys_are_enforced(tmp_path: Path) -> None:
         await db.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def times_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")

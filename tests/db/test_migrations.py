@@ -21,7 +21,7 @@ from wafleet.db.engine import make_engine
 EXPECTED_TABLES = set(Base.metadata.tables)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         url: str = request.getfixturevalue("pg_url")
