@@ -75,7 +75,7 @@ async def _status_rows(cfg: Settings, slug: str | None) -> list[dict[str, Any]]:
         raise NotFoundError(f"tenant {slug!r} does not exist")
     out: list[dict[str, Any]] = []
     for t, ws, wp in rows:
-        out.append(_describe(t, ws, wp))
+        out.append(_describe(t, ws, wp, cfg.reconnect_max_attempts))
     if not slug:
         out.append({"workers": [_worker(w) for w in workers]})
     return out
@@ -97,16 +97,13 @@ def _worker(w: Any) -> dict[str, Any]:
     }
 
 
-def _describe(t: Any, ws: Any, wp: Any) -> dict[str, Any]:
-    from wafleet.states import CAUSE_EXPLANATIONS, Cause
+def _describe(t: Any, ws: Any, wp: Any, max_attempts: int | None = None) -> dict[str, Any]:
+    from wafleet.ops.explain import SessionFacts, explain
 
-    advice = None
-    if ws is not None and ws.last_disconnect_cause:
-        try:
-            what, todo = CAUSE_EXPLANATIONS[Cause(ws.last_disconnect_cause)]
-            advice = f"{what} {todo}".replace("SLUG", t.slug)
-        except ValueError:
-            advice = None
+    facts = SessionFacts.from_row(ws) if ws is not None else None
+    advice = explain(
+        t.slug, t.status, facts, error_message=t.error_message, max_attempts=max_attempts
+    ).text()
     return {
         "slug": t.slug,
         "status": t.status,
@@ -169,10 +166,8 @@ def status(
         )
     console.print(table)
     for r in tenants:
-        if r["error_message"]:
-            console.print(f"[bold]{r['slug']}[/bold] ERROR: {r['error_message']}")
-        elif r["advice"] and r["session_state"] != "CONNECTED":
-            console.print(f"[bold]{r['slug']}[/bold]: {r['advice']}")
+        if r["advice"] and (r["status"] != "ACTIVE" or r["session_state"] != "CONNECTED"):
+            console.print(f"[bold]{r['slug']}[/bold]: {r['advice']}", highlight=False)
     for r in rows:
         if "workers" in r:
             wt = Table("worker", "host", "pid", "status", "heartbeat age (s)")
