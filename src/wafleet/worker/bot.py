@@ -318,8 +318,24 @@ class TenantBot:
         async with self.deps.connect_limiter:
             if self._stop_cause is not None or self._requests:
                 return None
+            connecting = asyncio.create_task(
+                asyncio.wait_for(engine.connect(), CONNECT_TIMEOUT), name=f"connect:{self.slug}"
+            )
+            either: list[asyncio.Future[Any]] = [connecting, self._lost]
             try:
-                await asyncio.wait_for(engine.connect(), CONNECT_TIMEOUT)
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not connecting.done() and (
+                    self._stop_cause is not None or self._requests or not self._lost.done()
+                ):
+                    # Stop, lease loss or a user request while connecting: a dead server
+                    # can leave connect() hanging for its whole timeout; don't wait it out.
+                    connecting.cancel()
+                    await asyncio.gather(connecting, return_exceptions=True)
+            if connecting.cancelled():
+                return None
+            try:
+                await connecting
             except ConnectFailed as err:
                 return _Lost(err.cause, err.detail, err.expires_at)
             except TimeoutError:
