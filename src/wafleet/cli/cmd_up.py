@@ -51,7 +51,7 @@ def up(
     admin_note = _ensure_first_admin(cfg)
 
     async def main(stop: asyncio.Event) -> int:
-        from wafleet.cli.runtime import EmbeddedServer
+        from wafleet.cli.servers import EmbeddedServer
         from wafleet.control_plane.app import create_app as create_cp
         from wafleet.db.engine import Database
         from wafleet.portal.app import create_app as create_portal

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from wafleet.config import Settings
-from wafleet.db.engine import Database
 from wafleet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wafleet.config import Settings
+    from wafleet.db.engine import Database
 
 
 @asynccontextmanager
@@ -15,6 +18,8 @@ async def open_db(cfg: Settings, *, require_schema: bool = True) -> AsyncIterato
     """The database, refusing (exit 2, one line) when it was never migrated."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from wafleet.db.engine import Database
 
     try:
         db = Database(cfg.database_url)  # creates a SQLite file's directory
