@@ -150,7 +150,9 @@ class Stack:
         self.sim("DELETE", "/sim/faults")
 
     def inbound(self, sender: str, text: str) -> str:
-        return str(self.sim("POST", "/sim/inbound", {"phone": PHONE, "from": sender, "text": text})["id"])
+        return str(
+            self.sim("POST", "/sim/inbound", {"phone": PHONE, "from": sender, "text": text})["id"]
+        )
 
     def inbound_batch(self, msgs: list[tuple[str, str]]) -> list[str]:
         body = {"messages": [{"phone": PHONE, "from": f, "text": t} for f, t in msgs]}
