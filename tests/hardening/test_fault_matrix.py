@@ -119,7 +119,9 @@ def _log_line(st: Stack, after: int, cause: str, action: str) -> dict[str, Any]:
                 return line
         return None
 
-    line = eventually(found, timeout=10, what=f"'disconnected' {cause} in logs/{SLUG}.log", stack=st)
+    line = eventually(
+        found, timeout=10, what=f"'disconnected' {cause} in logs/{SLUG}.log", stack=st
+    )
     assert line["action"] == action and line["tenant"] == SLUG
     return line  # type: ignore[no-any-return]
 
@@ -222,9 +224,9 @@ def test_fault_kind(shared_stack: Stack, case: Case) -> None:
         assert st.connect_attempts() > attempts
         assert s["tenant_status"] == "ACTIVE" and s["reconnect_attempt"] == 0
         if case.retry == "at_once":
-            conn = [
+            conn = next(
                 e for e in st.events(mark) if e["to_state"] == "CONNECTING" and e["id"] > ev["id"]
-            ][0]
+            )
             gap = (_ts(conn["at"]) - _ts(ev["at"])).total_seconds()
             assert gap < INITIAL_DELAY, f"waited {gap:.2f}s: that is backoff, not 'at once'"
 
@@ -242,7 +244,9 @@ def test_qr_timeout_needs_link_and_shows_no_new_code(shared_stack: Stack) -> Non
     st.cp("POST", "/portal/tenant/current/actions/relink", expect=202)
     st.wait_qr()
     ev, row = _disconnect_after(st, mark, "qr_timeout")
-    case = Case("-", "qr_timeout", "needs_link", ("DISCONNECTED",), "none", ("relink", "re-link", "link"))
+    case = Case(
+        "-", "qr_timeout", "needs_link", ("DISCONNECTED",), "none", ("relink", "re-link", "link")
+    )
     assert ev["to_state"] == "DISCONNECTED" and ev["from_state"] == "QR_READY"
     assert row["last_disconnect_action"] == "needs_link"
     _check_wording(st, case, row, "DISCONNECTED")
@@ -278,7 +282,9 @@ def test_drop_during_reconnect_backoff(shared_stack: Stack) -> None:
     st.fault("drop", duration_s=60)
     TALLY.faults += 3
     n = st.connect_attempts()
-    eventually(lambda: st.connect_attempts() >= n + 2, timeout=20, what="dropped reconnects", stack=st)
+    eventually(
+        lambda: st.connect_attempts() >= n + 2, timeout=20, what="dropped reconnects", stack=st
+    )
     s = st.session()
     assert s["state"] != "CONNECTED"
     assert (s["last_disconnect_cause"], s["last_disconnect_action"]) == ("network", "retrying")
