@@ -330,3 +330,22 @@ def test_unknown_paths_are_clean_404s(stack: Stack, path: str) -> None:
     assert resp.status_code == 404
     if path.startswith("/api/"):
         assert resp.json()["error"]["code"] == "not_found"
+
+
+def test_login_rate_limited_per_address(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.url) as c:
+        token = csrf_of(c.get("/login").text)
+        codes = [
+            c.post(
+                "/login", data={"email": f"nobody{i}@x.test", "password": "x", "csrf_token": token}
+            ).status_code
+            for i in range(6)
+        ]
+    assert codes == [401] * 5 + [429]
+
+
+def test_cookie_is_secure_behind_https(stack: Stack) -> None:
+    # uvicorn trusts X-Forwarded-Proto from loopback (a local TLS proxy)
+    with httpx.Client(base_url=stack.url) as c:
+        resp = c.get("/login", headers={"x-forwarded-proto": "https"})
+    assert "Secure" in resp.headers["set-cookie"]

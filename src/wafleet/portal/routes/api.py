@@ -49,7 +49,7 @@ async def api_qr(
 async def api_logs(
     request: Request,
     tenant: str | None = Tenant,
-    limit: int = Query(50, ge=1, le=500),
+    limit: int = Query(50, ge=1, le=200),
     before: int | None = Query(None, ge=1),
     direction: Literal["in", "out"] | None = None,
     chat: str | None = Query(None, max_length=128),
@@ -65,7 +65,7 @@ async def api_logs(
 async def api_events(
     request: Request,
     tenant: str | None = Tenant,
-    limit: int = Query(50, ge=1, le=500),
+    limit: int = Query(50, ge=1, le=200),
     user: CurrentUser = Depends(current_user),
 ) -> Any:
     return await _get(request, user, "events", tenant_params(_tenant(user, tenant), limit=limit))
