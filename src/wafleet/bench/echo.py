@@ -26,7 +26,8 @@ class EchoClient:
     def __init__(self, phone: str, creds: bytes, url: str) -> None:
         self.connected = asyncio.Event()
         self._replies: set[asyncio.Task[None]] = set()
-        ctx = EngineContext(f"echo-{phone}", Path("/nonexistent"), MemoryCredentialStore(creds), self.sink)
+        store = MemoryCredentialStore(creds)
+        ctx = EngineContext(f"echo-{phone}", Path("/nonexistent"), store, self.sink)
         self.engine = SimulatorEngine(
             ctx, url=url, keepalive_interval=15, keepalive_timeout=10, connect_timeout=30
         )
@@ -44,8 +45,7 @@ class EchoClient:
             self.connected.set()
 
 
-async def main(creds_path: Path, url: str) -> None:
-    creds: dict[str, str] = json.loads(creds_path.read_text())
+async def main(creds: dict[str, str], url: str) -> None:
     clients = [EchoClient(phone, c.encode(), url) for phone, c in creds.items()]
     sem = asyncio.Semaphore(50)
 
@@ -68,7 +68,7 @@ if __name__ == "__main__":
     try:
         import uvloop  # the worker runs on uvloop too: same footing
     except ImportError:  # pragma: no cover
-        asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))
+        asyncio.run(main(json.loads(Path(sys.argv[1]).read_text()), sys.argv[2]))
     else:
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(main(Path(sys.argv[1]), sys.argv[2]))
+            uvloop.run(main(json.loads(Path(sys.argv[1]).read_text()), sys.argv[2]))

@@ -283,9 +283,8 @@ class Fleet:
             await db.close()
         if not self.is_postgres:
             sessions = self.data_dir / "sessions"
-            await asyncio.gather(
-                *(FileCredentialStore(sessions / slug_of(i)).save(p.creds) for i, p in enumerate(paired))
-            )
+            stores = [FileCredentialStore(sessions / slug_of(i)) for i in range(len(paired))]
+            await asyncio.gather(*(st.save(p.creds) for st, p in zip(stores, paired, strict=True)))
         self.tenant_ids = ids
 
     async def set_status(self, status: str) -> None:

@@ -1,7 +1,7 @@
 """``pipeline``: end-to-end messages/s and latency through a real worker, against a
 minimal echo client (no database, no queue) over the same simulator in the same run.
 
-Both responders face the same load: ``tenants`` phones × ``chats`` contacts,
+Both responders face the same load: ``tenants`` phones x ``chats`` contacts,
 ``messages`` injected as fast as the simulator takes them (throughput = messages / time
 from the first injection to the last reply recorded at the simulator), then a fixed
 offered load of ``rate`` msgs/s for ``duration`` s (latency = reply recorded-at at the
@@ -27,6 +27,7 @@ from wafleet.bench import load
 from wafleet.bench.common import BenchError, Figures, Result, Row, fmt, percentile
 from wafleet.bench.fleet import Fleet
 from wafleet.bench.procs import Proc, wait_for
+from wafleet.bench.profiling import pyspy
 
 TARGET_MSGS_S = 2000.0
 TARGET_RATIO = 0.5
@@ -41,6 +42,7 @@ class PipelineOptions:
     rate: float = 500.0
     duration: float = 10.0
     timeout: float = 120.0
+    profile: bool = False  # py-spy the responders (files kept with --keep)
 
 
 @dataclass
@@ -64,16 +66,26 @@ async def _measure(
     url = fleet.sim_http
     base = await load.outbound_count(http, url)
     cpu0 = responder.cpu_seconds()
-    burst = await load.flood(http, url, phones, chats=opts.chats, count=opts.messages, tag=tag)
-    done = await load.wait_outbound(
-        http, url, base + opts.messages, timeout=opts.timeout, alive=responder.alive
-    )
+    out_file = fleet.root / f"{tag}-flood.pyspy"
+    async with pyspy(responder.pid, out_file, enabled=opts.profile):
+        burst = await load.flood(http, url, phones, chats=opts.chats, count=opts.messages, tag=tag)
+        done = await load.wait_outbound(
+            http, url, base + opts.messages, timeout=opts.timeout, alive=responder.alive
+        )
     cpu = responder.cpu_seconds() - cpu0
     msgs_s = opts.messages / (done - burst.started)
     base = await load.outbound_count(http, url)
-    steady = await load.paced(
-        http, url, phones, chats=opts.chats, rate=opts.rate, duration=opts.duration, tag=tag + "p"
-    )
+    out_file = fleet.root / f"{tag}-steady.pyspy"
+    async with pyspy(responder.pid, out_file, enabled=opts.profile, idle=True):
+        steady = await load.paced(
+            http,
+            url,
+            phones,
+            chats=opts.chats,
+            rate=opts.rate,
+            duration=opts.duration,
+            tag=tag + "p",
+        )
     await load.wait_outbound(
         http, url, base + len(steady.ids), timeout=opts.timeout, alive=responder.alive
     )
@@ -150,7 +162,8 @@ async def _durable(fleet: Fleet, expected: int, timeout: float) -> dict[str, int
         rows = await fleet.query(
             "SELECT direction, status, count(*) AS n FROM message_logs GROUP BY direction, status"
         )
-        raise BenchError(f"not every message is stored as done (expected {expected}): {rows}")
+        msg = f"not every message is stored as done (expected {expected}): {rows}"
+        raise BenchError(msg) from None
 
 
 async def _worker(fleet: Fleet, http: httpx.AsyncClient, opts: PipelineOptions) -> Phase:

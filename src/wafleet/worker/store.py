@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Table, and_, exists, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -218,28 +218,37 @@ class CompleteInbound(MergeableWrite):
 
     @classmethod
     async def run_many(cls, conn: AsyncConnection, writes: list[CompleteInbound]) -> list[bool]:
-        groups: dict[tuple[Fence, str, str | None], list[CompleteInbound]] = {}
-        for w in writes:
-            done = MessageStatus.FAILED if w.outcome.error else MessageStatus.PROCESSED
-            groups.setdefault((w.fence, done.value, w.outcome.error), []).append(w)
         applied: set[tuple[int, str]] = set()
-        for (fence, status, error), group in groups.items():
-            now = max(w.now for w in group)
-            ids = list(dict.fromkeys(w.outcome.inbound_wa_id for w in group))
-            for start in range(0, len(ids), _IN_CHUNK):
-                res = await conn.execute(
-                    update(ML)
-                    .where(
-                        ML.c.tenant_id == fence.tenant_id,
-                        ML.c.direction == MessageDirection.IN.value,
-                        ML.c.wa_id.in_(ids[start : start + _IN_CHUNK]),
-                        ML.c.status == MessageStatus.RECEIVED.value,
-                        fence.holds(),
-                    )
-                    .values(status=status, error=error, updated_at=now)
-                    .returning(ML.c.wa_id)
+        for group in _fence_groups(writes):
+            first = group[0]
+            status = (
+                MessageStatus.FAILED if first.outcome.error else MessageStatus.PROCESSED
+            ).value
+            pairs = list(dict.fromkeys((w.fence.tenant_id, w.outcome.inbound_wa_id) for w in group))
+            leases = list(dict.fromkeys((w.fence.tenant_id, w.fence.epoch) for w in group))
+            held = exists().where(
+                TL.c.tenant_id == ML.c.tenant_id,
+                TL.c.worker_id == first.fence.worker_id,
+                tuple_(TL.c.tenant_id, TL.c.epoch).in_(leases),
+            )
+            res = await conn.execute(
+                update(ML)
+                .where(
+                    # the two plain INs let the (tenant, direction, wa_id) index find the
+                    # rows; the row-value IN keeps exactly the pairs asked for
+                    ML.c.tenant_id.in_(sorted({t for t, _ in pairs})),
+                    ML.c.direction == MessageDirection.IN.value,
+                    ML.c.wa_id.in_(sorted({wa for _, wa in pairs})),
+                    tuple_(ML.c.tenant_id, ML.c.wa_id).in_(pairs),
+                    ML.c.status == MessageStatus.RECEIVED.value,
+                    held,
                 )
-                applied.update((fence.tenant_id, str(r[0])) for r in res.all())
+                .values(
+                    status=status, error=first.outcome.error, updated_at=max(w.now for w in group)
+                )
+                .returning(ML.c.tenant_id, ML.c.wa_id)
+            )
+            applied.update((int(r[0]), str(r[1])) for r in res.all())
         results: list[bool] = []
         replies: list[dict[str, Any]] = []
         for w in writes:
@@ -267,7 +276,29 @@ class CompleteInbound(MergeableWrite):
         return results
 
 
-_IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's bound-parameter limit
+_IN_CHUNK = 500  # messages per merged UPDATE: far below SQLite's bound-parameter limit
+
+
+def _fence_groups(writes: list[CompleteInbound]) -> list[list[CompleteInbound]]:
+    """Writes that one fenced UPDATE can serve: same worker, same outcome status and
+    error, one lease epoch per tenant (a bot restarted on a new epoch goes apart), at
+    most _IN_CHUNK of them."""
+    groups: list[tuple[tuple[str, str | None], dict[int, int], list[CompleteInbound]]] = []
+    for w in writes:
+        key = (w.fence.worker_id, w.outcome.error)
+        for gkey, epochs, members in groups:
+            if (
+                gkey == key
+                and epochs.get(w.fence.tenant_id, w.fence.epoch) == w.fence.epoch
+                and len(members) < _IN_CHUNK
+            ):
+                break
+        else:
+            gkey, epochs, members = key, {}, []
+            groups.append((gkey, epochs, members))
+        epochs[w.fence.tenant_id] = w.fence.epoch
+        members.append(w)
+    return [members for _, _, members in groups]
 
 
 def complete_inbound_fn(fence: Fence, outcome: Outcome, now: datetime) -> CompleteInbound:
@@ -313,7 +344,7 @@ async def pending_outbox(
 
 class MarkSent(MergeableWrite):
     """Outbox rows confirmed by the engine: PENDING → SENT, only while the lease is ours.
-    Merged per batch: one executemany for every tenant's rows. Returns nothing."""
+    Merged per batch: one UPDATE for every tenant's rows. Returns nothing."""
 
     def __init__(self, fence: Fence, ids: Sequence[int], now: datetime) -> None:
         self.fence = fence
@@ -322,35 +353,54 @@ class MarkSent(MergeableWrite):
 
     @classmethod
     async def run_many(cls, conn: AsyncConnection, writes: list[MarkSent]) -> list[None]:
-        params = [
-            {
-                "b_id": i,
-                "b_tenant": w.fence.tenant_id,
-                "b_worker": w.fence.worker_id,
-                "b_epoch": w.fence.epoch,
-            }
-            for w in writes
-            for i in w.ids
-        ]
-        if params:
-            await conn.execute(_MARK_SENT.values(updated_at=max(w.now for w in writes)), params)
+        now = max(w.now for w in writes)
+        for group in _lease_groups(writes):
+            # (tenant, id) pairs: an id only moves for the tenant whose bot asked for it
+            pairs = [(w.fence.tenant_id, i) for w in group for i in w.ids]
+            for start in range(0, len(pairs), _IN_CHUNK):
+                chunk = pairs[start : start + _IN_CHUNK]
+                await conn.execute(
+                    update(ML)
+                    .where(
+                        ML.c.id.in_([i for _, i in chunk]),
+                        tuple_(ML.c.tenant_id, ML.c.id).in_(chunk),
+                        ML.c.status == MessageStatus.PENDING.value,
+                        _held(group),
+                    )
+                    .values(
+                        status=MessageStatus.SENT.value, updated_at=now, attempts=ML.c.attempts + 1
+                    )
+                )
         return [None] * len(writes)
 
 
-_MARK_SENT = (
-    update(ML)
-    .where(
-        ML.c.id == bindparam("b_id"),
-        ML.c.tenant_id == bindparam("b_tenant"),
-        ML.c.status == MessageStatus.PENDING.value,
-        exists().where(
-            TL.c.tenant_id == bindparam("b_tenant"),
-            TL.c.worker_id == bindparam("b_worker"),
-            TL.c.epoch == bindparam("b_epoch"),
-        ),
+def _lease_groups(writes: list[MarkSent]) -> list[list[MarkSent]]:
+    """Writes one fenced UPDATE can serve: same worker, one lease epoch per tenant."""
+    groups: list[tuple[str, dict[int, int], list[MarkSent]]] = []
+    for w in writes:
+        fits = (
+            g
+            for g in groups
+            if g[0] == w.fence.worker_id
+            and g[1].get(w.fence.tenant_id, w.fence.epoch) == w.fence.epoch
+        )
+        group = next(fits, None)
+        if group is None:
+            group = (w.fence.worker_id, {}, [])
+            groups.append(group)
+        group[1][w.fence.tenant_id] = w.fence.epoch
+        group[2].append(w)
+    return [members for _, _, members in groups]
+
+
+def _held(group: list[MarkSent]) -> Any:
+    """SQL condition: the row's tenant is still leased to the group's worker at its epoch."""
+    leases = list(dict.fromkeys((w.fence.tenant_id, w.fence.epoch) for w in group))
+    return exists().where(
+        TL.c.tenant_id == ML.c.tenant_id,
+        TL.c.worker_id == group[0].fence.worker_id,
+        tuple_(TL.c.tenant_id, TL.c.epoch).in_(leases),
     )
-    .values(status=MessageStatus.SENT.value, attempts=ML.c.attempts + 1)
-)
 
 
 def mark_sent_fn(fence: Fence, ids: Sequence[int], now: datetime) -> MarkSent:
@@ -381,7 +431,7 @@ _RECEIPT_FROM = {
 
 class ApplyReceipts(MergeableWrite):
     """Receipts only move a message forward (SENT → DELIVERED → READ). Merged per batch:
-    one executemany per receipt status for every tenant's receipts. Returns nothing."""
+    one UPDATE per receipt status for every tenant's receipts. Returns nothing."""
 
     def __init__(self, tenant_id: int, receipts: Sequence[tuple[str, str]], now: datetime):
         self.tenant_id = tenant_id
@@ -392,25 +442,26 @@ class ApplyReceipts(MergeableWrite):
     async def run_many(cls, conn: AsyncConnection, writes: list[ApplyReceipts]) -> list[None]:
         now = max(w.now for w in writes)
         for status, allowed in _RECEIPT_FROM.items():
-            params = [
-                {"b_tenant": w.tenant_id, "b_wa": wa}
-                for w in writes
-                for wa, st in w.receipts
-                if st == status
-            ]
-            if params:
-                stmt = (
+            pairs = list(
+                dict.fromkeys(
+                    (w.tenant_id, wa) for w in writes for wa, st in w.receipts if st == status
+                )
+            )
+            for start in range(0, len(pairs), _IN_CHUNK):
+                chunk = pairs[start : start + _IN_CHUNK]
+                await conn.execute(
                     update(ML)
                     .where(
-                        ML.c.tenant_id == bindparam("b_tenant"),
+                        # plain INs for the (tenant, direction, wa_id) index, the row-value
+                        # IN for exactly these pairs
+                        ML.c.tenant_id.in_(sorted({t for t, _ in chunk})),
                         ML.c.direction == MessageDirection.OUT.value,
-                        ML.c.wa_id == bindparam("b_wa"),
-                        # or_ of equalities: an IN list cannot expand in an executemany
-                        or_(*(ML.c.status == a for a in allowed)),
+                        ML.c.wa_id.in_(sorted({wa for _, wa in chunk})),
+                        tuple_(ML.c.tenant_id, ML.c.wa_id).in_(chunk),
+                        ML.c.status.in_(allowed),
                     )
                     .values(status=status, updated_at=now)
                 )
-                await conn.execute(stmt, params)
         return [None] * len(writes)
 
 
