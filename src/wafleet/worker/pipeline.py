@@ -215,14 +215,23 @@ class TenantPipeline:
     async def _sweep_loop(self) -> None:
         """Re-queue stored-but-unprocessed inbound rows: at start (crash recovery) and
         after a full chat queue deferred some."""
-        await self.sweep()
+        self._deferred_event.set()  # the start-up sweep
         while True:
             await self._deferred_event.wait()
             # let the chat queues drain a little before taking more from the database
             while self.queues.depth >= self.queues.max_per_chat:
                 await self.clock.sleep(0.2)
             self._deferred_event.clear()
-            await self.sweep()
+            try:
+                await self.sweep()
+            except (OSError, SQLAlchemyError) as err:
+                # Database unavailable: deferred messages (all of them while `_holding`)
+                # depend on this loop, so it must outlive the outage.
+                self.log.warning(
+                    "re-queueing stored messages failed, retrying", error=str(err)[:200]
+                )
+                await self.clock.sleep(0.5)
+                self._deferred_event.set()
 
     async def sweep(self) -> None:
         """Queue RECEIVED rows in id (= arrival) order; a chat whose queue fills stays
