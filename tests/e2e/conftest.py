@@ -15,16 +15,17 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from tests.support.procs import WAFLEET, Proc, base_env, free_port, wait_http_ok, wait_until
 
+T = TypeVar("T")
 SLUG = "acme"
 OWNER = "owner@example.com"
 PHONE = "+15550001"
@@ -307,7 +308,9 @@ def linked(stack: Stack) -> Stack:
     return stack
 
 
-def eventually(pred: Any, *, timeout: float = 30.0, what: str, stack: Stack | None = None) -> Any:
+def eventually(
+    pred: Callable[[], T | None], *, timeout: float = 30.0, what: str, stack: Stack | None = None
+) -> T:
     try:
         return wait_until(pred, timeout=timeout, interval=0.1, what=what)
     except AssertionError as err:
@@ -316,7 +319,7 @@ def eventually(pred: Any, *, timeout: float = 30.0, what: str, stack: Stack | No
         raise AssertionError(f"{err}\nsession: {stack.session()}\n{stack.logs()}") from None
 
 
-def steady(pred: Any, seconds: float, interval: float = 0.2) -> None:
+def steady(pred: Callable[[], bool], seconds: float, interval: float = 0.2) -> None:
     """Assert ``pred()`` holds at every poll for ``seconds`` (a "nothing happens" check)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
