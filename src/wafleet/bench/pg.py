@@ -1,0 +1,95 @@
+"""A throwaway PostgreSQL cluster for the failover scenario: ``initdb``/``pg_ctl`` from the
+machine's PostgreSQL, a temp data dir, loopback only, ``fsync=off``; run as the
+``postgres`` system user when we are root (PostgreSQL refuses root). A minimal copy of
+``tests/support/pg.py`` (src/ must not import tests/)."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from wafleet.bench.common import BenchError
+from wafleet.bench.procs import free_port
+
+SUPERUSER = "postgres"
+
+
+def find_bindir() -> Path:
+    candidates = [Path(d) for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    if os.environ.get("WAFLEET_PG_BINDIR"):
+        candidates.insert(0, Path(os.environ["WAFLEET_PG_BINDIR"]))
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(os.path.realpath(on_path)).parent)
+    for d in candidates:
+        if all((d / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
+            return d
+    raise BenchError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found")
+
+
+def _os_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise BenchError("running as root and no 'postgres' user to run PostgreSQL as") from None
+    return "postgres"
+
+
+class PgCluster:
+    def __init__(self, base: Path) -> None:
+        self.bindir = find_bindir()
+        self.os_user = _os_user()
+        self.base = base
+        self.data = base / "pgdata"
+        self.sock = base / "pgsock"
+        self.log = base / "postgres.log"
+        self.port = free_port()
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.os_user is not None:
+            cmd = ["runuser", "-u", self.os_user, "--", *cmd]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, check=False, cwd=self.base
+        )
+        if proc.returncode != 0:
+            raise BenchError(f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+
+    def start(self) -> str:
+        """initdb + start; returns the URL of a fresh database."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.sock.mkdir(exist_ok=True)
+        if self.os_user is not None:
+            pw = pwd.getpwnam(self.os_user)
+            for p in (self.base, self.sock):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        self._run(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+            "--encoding=UTF8", "--no-locale", "--no-sync",
+        )  # fmt: skip
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.sock} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60",
+            "start",
+        )  # fmt: skip
+        self._admin("CREATE DATABASE bench")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/bench"
+
+    def _admin(self, sql: str) -> None:
+        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-c", sql)
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
