@@ -164,3 +164,21 @@ def test_job_period():
     assert job_period(10, 15) == 5
     assert job_period(0.5, 1.5) == 0.5
     assert job_period(0.001, 0.003) == 0.05
+
+
+async def test_a_leased_tenant_counts_as_held(db: Database, fleet: Fleet):
+    """The worker claimed the lease but its first session write has not landed yet."""
+    clock = FakeClock(NOW)
+    await add_worker(db, "w1", heartbeat=NOW, tenant_ids=[fleet.a_id])
+    async with db.session() as s, s.begin():
+        ws = await s.get(WhatsAppSession, fleet.a_id)
+        assert ws is not None
+        ws.worker_id, ws.state = None, "CONNECTING"
+    job = StaleWorkerJob(db, stale_after=STALE_AFTER, period=1.0, clock=clock)
+    clock.advance(STALE_AFTER + 1)
+    (marked,) = await job.run_once()
+    assert (marked.sessions, marked.leases) == (1, 1)
+    async with db.session() as s:
+        ws = await s.get(WhatsAppSession, fleet.a_id)
+        assert ws is not None
+        assert (ws.state, ws.last_disconnect_cause) == ("DISCONNECTED", "worker_stale")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from wafleet.db.base import utcnow
@@ -101,7 +101,16 @@ class StaleWorkerJob:
             held = (
                 await s.execute(
                     select(WhatsAppSession).where(
-                        WhatsAppSession.worker_id == worker_id,
+                        # held: written by it, or leased to it (its first write may not
+                        # have landed yet)
+                        or_(
+                            WhatsAppSession.worker_id == worker_id,
+                            WhatsAppSession.tenant_id.in_(
+                                select(TenantLease.tenant_id).where(
+                                    TenantLease.worker_id == worker_id
+                                )
+                            ),
+                        ),
                         WhatsAppSession.state != SessionState.LOGGED_OUT.value,
                     )
                 )
