@@ -25,6 +25,10 @@ _ALLOWED_PLACEHOLDERS = {"text", "sender", "chat"}
 class RulesError(ValueError):
     """A rules document is invalid; the message is one line naming the rule and field."""
 
+    def __init__(self, message: str) -> None:
+        # One line, whatever a hostile document puts in field names or values.
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
+
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,7 +132,7 @@ def _loc_to_words(loc: tuple[int | str, ...]) -> str:
             parts.append(f"rule {int(loc[i + 1]) + 1}")
             i += 2
             continue
-        parts.append(str(item))
+        parts.append(str(item) if str(item).isprintable() else repr(item))
         i += 1
     return ", ".join(parts) if parts else "document"
 
