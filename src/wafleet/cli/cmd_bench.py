@@ -39,7 +39,10 @@ def bench(
     if json_path is not None and not json_path.parent.is_dir():
         raise UsageError(f"--json: directory {json_path.parent} does not exist")
     prepared = runner.prepare(chosen, parse_sets(sets, set(runner.SCENARIOS)))
-    console = Console()
+    import sys
+
+    # a table read from a file or a pipe would otherwise be squeezed into 80 columns
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     results: list[Result] = []
     failed: list[str] = []
     for sc, options in prepared:
