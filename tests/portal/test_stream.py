@@ -146,8 +146,11 @@ def test_stream_reports_control_plane_outage_and_recovers(stack: Stack) -> None:
         from tests.portal.servers import ServerThread
         from wafleet.control_plane.app import create_app as create_cp
 
-        stack.cp = ServerThread(create_cp(stack.settings, run_jobs=False), stack.cp.port).start()
-        assert next_event(events, "status")["state"] == "DISCONNECTED"
+        restarted = ServerThread(create_cp(stack.settings, run_jobs=False), stack.cp.port).start()
+        try:
+            assert next_event(events, "status")["state"] == "DISCONNECTED"
+        finally:
+            restarted.stop()  # the fixture only stops the control plane it started
 
 
 def test_stream_stops_at_portal_shutdown(stack: Stack) -> None:

@@ -22,6 +22,7 @@ from wafleet.control_plane.routes import admin, health, portal
 from wafleet.db.base import utcnow
 from wafleet.db.engine import Database
 from wafleet.logging import get_logger
+from wafleet.ops.alerts import AlertDispatcher
 
 log = get_logger("wafleet.control_plane")
 JOB_TASK_NAME = "control-plane:stale-workers"
@@ -45,10 +46,15 @@ def create_app(settings: Settings, *, clock: Clock = utcnow, run_jobs: bool = Tr
             )
             app.state.stale_job = job
             job_task = asyncio.create_task(job.run(), name=JOB_TASK_NAME)
+        alerts = AlertDispatcher.from_settings(settings, db) if run_jobs else None
+        if alerts is not None:
+            await alerts.start()
         log.info("control plane started", database=_redacted(settings.database_url))
         try:
             yield
         finally:
+            if alerts is not None:
+                await alerts.stop()
             if job_task is not None:
                 job_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
