@@ -31,7 +31,7 @@ class FailoverOptions:
 
 
 async def run_async(opts: FailoverOptions, root: Path) -> Result:
-    cluster = PgCluster(root / "pg")
+    cluster = await asyncio.to_thread(PgCluster)
     url = await asyncio.to_thread(cluster.start)
     try:
         return await _run(opts, root, url)

@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from wafleet.bench.common import BenchError
@@ -43,13 +44,15 @@ def _os_user() -> str | None:
 
 
 class PgCluster:
-    def __init__(self, base: Path) -> None:
+    def __init__(self) -> None:
         self.bindir = find_bindir()
         self.os_user = _os_user()
-        self.base = base
-        self.data = base / "pgdata"
-        self.sock = base / "pgsock"
-        self.log = base / "postgres.log"
+        # Its own temp dir, not under the scenario's: the server's OS user must be able to
+        # reach it (a pytest or --keep directory's parents may be private to us).
+        self.base = Path(tempfile.mkdtemp(prefix="wafleet-bench-pg-"))
+        self.data = self.base / "pgdata"
+        self.sock = self.base / "pgsock"
+        self.log = self.base / "postgres.log"
         self.port = free_port()
 
     def _run(self, *args: str) -> None:
