@@ -117,14 +117,18 @@ class TenantPipeline:
             await asyncio.gather(task, return_exceptions=True)
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
-        await self.queues.drain(drain_timeout)
-        await self.disconnected()
-        await self._flush_buffers()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self.queues.close()
+        try:
+            await self.queues.drain(drain_timeout)
+            await self.disconnected()
+            await self._flush_buffers()  # raises while the database is down
+        finally:
+            # Always reap our tasks: a writer loop left running after its bot stopped
+            # would store messages later, under a lease that may be someone else's.
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            await self.queues.close()
 
     # ------------------------------------------------------------------ engine events
     def on_incoming(self, ev: IncomingMessage) -> None:
@@ -193,6 +197,12 @@ class TenantPipeline:
         for ev in unique.values():
             if (self.fence.tenant_id, ev.id) in new:
                 self._enqueue_new(_Item(ev.id, ev.chat, ev.sender, ev.text, ev.at))
+            elif ev.id not in self._inflight:
+                # Stored before but not queued here: a redelivery of a message that may
+                # still be RECEIVED (stored by an earlier bot of this tenant after our
+                # start-up sweep). Let the sweep look; its chat queues behind it.
+                self._deferred_chats.add(ev.chat)
+                self._deferred_event.set()
 
     def _enqueue_new(self, item: _Item) -> None:
         """A just-stored message: queue it, unless older ones of its chat wait in the DB."""
@@ -305,42 +315,54 @@ class TenantPipeline:
         while True:
             await self._outbox_wake.wait()
             self._outbox_wake.clear()
-            after = 0
-            while True:
-                engine = self.engine
-                if engine is None:
+            try:
+                if not await self._send_pending(failures):
                     return
-                async with self.batcher.engine.connect() as conn:
-                    rows = await store.pending_outbox(
-                        conn, self.fence.tenant_id, after_id=after, limit=OUTBOX_BATCH
-                    )
-                if not rows:
-                    break
-                sent: list[int] = []
-                try:
-                    for r in rows:
-                        try:
-                            await engine.send_text(r["chat"], r["body"], r["wa_id"])
-                        except NotConnected:
-                            return
-                        except EngineError as err:
-                            n = failures[r["id"]] = failures.get(r["id"], 0) + 1
-                            if n >= MAX_SEND_FAILURES:
-                                failures.pop(r["id"], None)
-                                await self.batcher.submit(
-                                    store.mark_out_failed_fn(
-                                        self.fence, r["id"], f"send failed: {err}", self.clock.now()
-                                    )
+            except (OSError, SQLAlchemyError) as err:
+                # Database unavailable: this loop is the only sender while connected, so
+                # it must outlive the outage (unmarked rows are resent under the same id).
+                self.log.warning("sending the outbox failed, retrying", error=str(err)[:200])
+                await self.clock.sleep(0.5)
+                self._outbox_wake.set()
+
+    async def _send_pending(self, failures: dict[int, int]) -> bool:
+        """One pass over the PENDING outbox; False when the engine is gone."""
+        after = 0
+        while True:
+            engine = self.engine
+            if engine is None:
+                return False
+            async with self.batcher.engine.connect() as conn:
+                rows = await store.pending_outbox(
+                    conn, self.fence.tenant_id, after_id=after, limit=OUTBOX_BATCH
+                )
+            if not rows:
+                return True
+            sent: list[int] = []
+            try:
+                for r in rows:
+                    try:
+                        await engine.send_text(r["chat"], r["body"], r["wa_id"])
+                    except NotConnected:
+                        return False
+                    except EngineError as err:
+                        n = failures[r["id"]] = failures.get(r["id"], 0) + 1
+                        if n >= MAX_SEND_FAILURES:
+                            failures.pop(r["id"], None)
+                            await self.batcher.submit(
+                                store.mark_out_failed_fn(
+                                    self.fence, r["id"], f"send failed: {err}", self.clock.now()
                                 )
-                            continue
-                        sent.append(r["id"])
-                        failures.pop(r["id"], None)
-                finally:
-                    if sent:
-                        await self.batcher.submit(
-                            store.mark_sent_fn(self.fence, sent, self.clock.now())
-                        )
-                        self.sent += len(sent)
-                after = rows[-1]["id"]
-                if len(rows) < OUTBOX_BATCH:
-                    break
+                            )
+                        continue
+                    sent.append(r["id"])
+                    failures.pop(r["id"], None)
+            finally:
+                if sent:
+                    await self.batcher.submit(
+                        store.mark_sent_fn(self.fence, sent, self.clock.now())
+                    )
+                    self.sent += len(sent)
+            after = rows[-1]["id"]
+            if len(rows) < OUTBOX_BATCH:
+                return True
