@@ -15,6 +15,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from wafleet.logging import get_logger
+from wafleet.worker.safe_regex import DEFAULT_BUDGET, BudgetExceeded, SafeRegex, UnsafePattern
+
+log = get_logger("wafleet.worker.rules")
+
 MAX_RULES = 500
 MAX_REPLY_LEN = 4096
 MAX_PATTERN_LEN = 1000
@@ -50,6 +55,12 @@ class Rule(BaseModel):
                 re.compile(v)
             except (re.error, OverflowError, RecursionError) as err:
                 raise ValueError(f"invalid regex: {err}") from None
+            try:
+                # Regex rules run on a linear-time matcher (safe_regex.py): refuse here
+                # what it cannot run, so a saved rule never fails in the worker.
+                SafeRegex(v)
+            except UnsafePattern as err:
+                raise ValueError(f"regex not allowed: {err}") from None
         return v
 
     @field_validator("reply")
@@ -169,21 +180,29 @@ def load_bot_config_text(text: str, *, allow_private_webhook: bool = True) -> Bo
 
 
 class RuleMatcher:
-    """Compiled rules; ``reply_for`` returns the reply text or None (→ webhook)."""
+    """Compiled rules; ``reply_for`` returns the reply text or None (→ webhook).
 
-    def __init__(self, config: BotConfig) -> None:
+    Regex rules (case-insensitive) run on `SafeRegex`, never on backtracking ``re``: a
+    hostile pattern cannot hang the worker. One message gets ``budget`` state visits for
+    all its regex rules together; a regex rule that would need more counts as not
+    matching (logged), so the message falls through to later rules or the webhook.
+    """
+
+    def __init__(self, config: BotConfig, *, budget: int = DEFAULT_BUDGET) -> None:
         self.config = config
-        self._compiled: list[tuple[Rule, re.Pattern[str] | None]] = []
+        self.budget = budget
+        self._compiled: list[tuple[Rule, SafeRegex | None]] = []
         for rule in config.rules:
-            rx: re.Pattern[str] | None = None
+            rx: SafeRegex | None = None
             if rule.match == "regex":
                 assert rule.pattern is not None
-                rx = re.compile(rule.pattern, re.IGNORECASE)
+                rx = SafeRegex(rule.pattern)
             self._compiled.append((rule, rx))
 
     def reply_for(self, text: str, sender: str, chat: str) -> str | None:
         lowered = text.casefold()
-        for rule, rx in self._compiled:
+        left = self.budget
+        for index, (rule, rx) in enumerate(self._compiled):
             if rule.match == "any":
                 hit = True
             elif rule.match == "keyword":
@@ -191,7 +210,17 @@ class RuleMatcher:
                 hit = rule.pattern.casefold() in lowered
             else:
                 assert rx is not None
-                hit = rx.search(text) is not None
+                try:
+                    hit, used = rx.run(text, budget=left)
+                    left -= used
+                except BudgetExceeded:
+                    log.warning(
+                        "regex rule skipped: step budget exhausted",
+                        rule=index + 1,
+                        text_len=len(text),
+                        budget=self.budget,
+                    )
+                    hit, left = False, 0
             if hit:
                 return render_reply(rule.reply, text=text, sender=sender, chat=chat)
         return None
