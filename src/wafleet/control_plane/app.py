@@ -21,12 +21,15 @@ from wafleet.control_plane.jobs import Clock, StaleWorkerJob, job_period
 from wafleet.control_plane.routes import admin, health, portal
 from wafleet.db.base import utcnow
 from wafleet.db.engine import Database
+from wafleet.http_limits import BodyLimitMiddleware, MiB
 from wafleet.logging import get_logger
 from wafleet.ops.alerts import AlertDispatcher
 
 log = get_logger("wafleet.control_plane")
 JOB_TASK_NAME = "control-plane:stale-workers"
 SHUTDOWN_TIMEOUT = 5.0
+# The largest body is a rules document (the portal caps it at 1 M characters).
+MAX_BODY_BYTES = 2 * MiB
 
 
 def create_app(settings: Settings, *, clock: Clock = utcnow, run_jobs: bool = True) -> FastAPI:
@@ -76,6 +79,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow, run_jobs: bool = Tr
     app.include_router(portal.router)
     app.include_router(admin.router)
     _merge_security_requirements(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     return app
 
 

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wafleet.config import Settings
 from wafleet.db.engine import Database
+from wafleet.http_limits import BodyLimitMiddleware, MiB
 from wafleet.logging import get_logger
 from wafleet.portal.auth import SessionCodec, SessionCookieMiddleware
 from wafleet.portal.context import PortalContext, csrf_protect, render, utc_now
@@ -34,6 +35,9 @@ from wafleet.portal.ratelimit import LoginLimiter
 from wafleet.portal.routes import admin, api, auth_pages, logs, settings_page, status
 
 HERE = Path(__file__).parent
+# The largest body is the settings form: a rules document of up to 1 M characters,
+# which form encoding can triple.
+MAX_BODY_BYTES = 4 * MiB
 log = get_logger("wafleet.portal")
 
 # Scripts and styles only from our own static files; images from data: URIs (QR codes).
@@ -151,7 +155,8 @@ def create_app(
         settings=settings,
         db=db,
         cp=cp,
-        limiter=limiter or LoginLimiter(),
+        # not `limiter or ...`: an empty LoginLimiter has len() 0, so it is falsy
+        limiter=limiter if limiter is not None else LoginLimiter(),
         templates=templates,
         now=now,
         poll_interval=poll_interval,
@@ -178,6 +183,7 @@ def create_app(
     _check_csrf_everywhere(app.router)
     app.add_middleware(SessionCookieMiddleware, codec=SessionCodec(portal_key))
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     return app
 
 

@@ -35,7 +35,7 @@ def parse_json(body: bytes, *, required: bool = True) -> Any:
         return None
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
 
 

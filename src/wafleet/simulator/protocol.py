@@ -89,7 +89,7 @@ def decode(text: str | bytes) -> dict[str, Any] | None:
     """A frame, or None for anything that is not a JSON object with a string ``type``."""
     try:
         obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # "[[[[..." nests too deep
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         return None
