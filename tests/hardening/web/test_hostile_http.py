@@ -34,8 +34,8 @@ UNICODE_TEXTS = {
     "bidi-override": "abc\u202edcba\u202c xyz",
     "zero-width": "zero\u200bwidth\u200cnon\u200djoiner\ufeff",
     "combining": "e\u0301 a\u0308 Z\u0324\u0354\u0367\u0311\u0343",
-    "cjk": "你好，世界 こんにちは 안녕하세요",
-    "astral-math": "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟘𝟙𝟚",
+    "cjk": "你好，世界 こんにちは 안녕하세요",  # noqa: RUF001
+    "astral-math": "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟘𝟙𝟚",  # noqa: RUF001
     "nul-and-controls": "a\x00b\x07c\x1b[31m",
     "leading-trailing-space": "  padded text \t\n",
     "max-length-emoji": "👍" * MAX_TEXT_LEN,
