@@ -11,7 +11,9 @@ the new bot saw their redelivery as duplicates and never processed them.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +22,19 @@ from sqlalchemy.exc import OperationalError
 
 from tests.hardening.conftest import Tally
 from tests.worker.conftest import WORKER, BotHarness, harness
+from tests.worker.fakes import FakeWorld
 from tests.worker.test_bot import connected_bot, until
+from wafleet.config import load_settings
+from wafleet.db.engine import Database
+from wafleet.db.migrate import upgrade
 from wafleet.db.models import MessageLog
+from wafleet.db.repositories import TenantRepository, UserRepository
 from wafleet.engines.base import IncomingMessage
+from wafleet.engines.credentials import MemoryCredentialStore
 from wafleet.worker import store
 from wafleet.worker.pipeline import TenantPipeline
 from wafleet.worker.store import Fence, Inbound
+from wafleet.worker.supervisor import Supervisor
 
 __all__ = ["harness"]
 
@@ -142,3 +151,41 @@ async def test_outbox_keeps_sending_after_a_database_error(
 
 async def _sent_status(h: BotHarness) -> bool:
     return [r.status for r in await _rows(h, "out")] == ["SENT"]
+
+
+# Found by test_db_outage.py (SQLite locked 10 s): the heartbeat's ``wait_for`` waited
+# for the cancelled write's cleanup, stuck behind the lock — the worker self-fenced only
+# after the lock ended (10.4 s), long past its 3 s lease TTL.
+async def test_self_fencing_happens_while_the_database_is_still_locked(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    url = f"sqlite:///{path}"
+    await asyncio.to_thread(upgrade, url)
+    settings = load_settings(
+        data_dir=tmp_path, database_url=url, heartbeat_interval=0.5, stale_after=3, lease_ttl=3
+    )
+    db = Database(url)
+    async with db.session() as s, s.begin():
+        user = await UserRepository(s).create("a@example.com", "password123")
+        await TenantRepository(s).create("acme", "Acme", user)
+    world, creds = FakeWorld(), MemoryCredentialStore()
+    sup = Supervisor(settings, db, engine_factory=world.factory(), credentials=lambda _s, _t: creds)
+    await sup.start()
+    locker: sqlite3.Connection | None = None
+    try:
+        await until(lambda: sup.bots and world.engine is not None, "the tenant's bot running")
+        locker = sqlite3.connect(path, timeout=30, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # another writer; the busy timeout is 30 s
+        TALLY.faults += 1
+        # lease TTL 3 s: the bots must be stopped well within it, lock or no lock
+        await until(lambda: sup._fenced and not sup.bots, "self-fencing under the lock", 8.0)
+        locker.execute("ROLLBACK")
+        locker.close()
+        locker = None
+        await until(lambda: not sup._fenced and sup.bots, "reclaimed after the lock", 20.0)
+    finally:
+        if locker is not None:
+            locker.execute("ROLLBACK")
+            locker.close()
+        await sup.stop()
+        await db.close()
+    TALLY.report()

@@ -92,6 +92,7 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._last_renew_ok = 0.0
         self._fenced = False
+        self._beat_task: asyncio.Task[set[int]] | None = None
 
     def _file_credentials(self, slug: str, tenant_id: int) -> CredentialStore:
         if self.settings.is_postgres and self.settings.engine == "simulator":
@@ -140,6 +141,9 @@ class Supervisor:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._beat_task is not None:
+            self._beat_task.cancel()  # bounded: it may be stuck on a hung database
+            await asyncio.wait({self._beat_task}, timeout=2.0)
         bots = list(self.bots.values())
         per_bot = max(1.0, timeout - 5.0)
         await asyncio.gather(
@@ -208,7 +212,7 @@ class Supervisor:
         # Bounded: a database that hangs must not delay self-fencing past the lease TTL.
         budget = max(0.5, min(self.settings.heartbeat_interval, ttl * 0.3))
         try:
-            lost = await asyncio.wait_for(self._beat(ttl), budget)
+            lost = await self._bounded_beat(ttl, budget)
         except (SQLAlchemyError, OSError, TimeoutError) as err:
             silent = self.clock.monotonic() - self._last_renew_ok
             log.warning("heartbeat failed", error=str(err)[:200], silent_s=round(silent, 1))
@@ -223,6 +227,23 @@ class Supervisor:
             await self._stop_bot(tenant_id, Cause.LEASE_LOST)
         if lost:
             self._wake.set()
+
+    async def _bounded_beat(self, ttl: float, budget: float) -> set[int]:
+        """One heartbeat, given up after ``budget`` s. Not ``wait_for``: a cancelled write
+        to a hung database can stay stuck in its own cleanup (SQLite's busy wait behind
+        another writer's lock, a dead PostgreSQL socket), and ``wait_for`` waits for that
+        too — self-fencing would come only after the lease TTL. So the beat is its own
+        task; we stop waiting for it, and start no second one while it is stuck."""
+        task = self._beat_task
+        if task is not None and not task.done():
+            raise TimeoutError("the previous heartbeat is still waiting for the database")
+        task = self._beat_task = asyncio.create_task(self._beat(ttl), name="supervisor:beat")
+        task.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({task}, timeout=budget)
+        if not done:
+            task.cancel()
+            raise TimeoutError(f"no answer from the database within {budget:g}s")
+        return task.result()
 
     async def _beat(self, ttl: float) -> set[int]:
         async with self.db.engine.begin() as conn:
@@ -362,6 +383,12 @@ class Supervisor:
         elif kind == "config":
             bot.reload_config()
         # "pause" is applied by _reconcile (the tenant's status is PAUSED)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """An abandoned heartbeat's late error was already reported as a timeout."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _CommandListener:
