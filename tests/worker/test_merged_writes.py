@@ -40,6 +40,13 @@ async def db(tmp_path: Path) -> AsyncIterator[tuple[Database, WriteBatcher]]:
                 text("INSERT INTO tenant_leases (tenant_id, worker_id, epoch) VALUES (:t, :w, 3)"),
                 {"t": t, "w": W},
             )
+            await conn.execute(
+                text(
+                    "INSERT INTO whatsapp_sessions (tenant_id, state, reconnect_active, "
+                    "reconnect_attempt, updated_at) VALUES (:t, 'DISCONNECTED', 0, 0, :n)"
+                ),
+                {"t": t, "n": NOW.replace(tzinfo=None)},
+            )
     batcher = WriteBatcher(database.engine)
     batcher.start()
     yield database, batcher
@@ -135,3 +142,43 @@ async def test_merged_sent_marks_and_receipts_touch_only_their_tenant(db: Any) -
     # receipts never move a message backwards
     await batcher.submit(store.apply_receipts_fn(1, [("R-m1", "DELIVERED")], NOW))
     assert (await rows(database))[(1, "out", "R-m1")]["status"] == "READ"
+
+
+async def test_merged_session_writes_keep_each_tenants_order_and_fence(db: Any) -> None:
+    database, batcher = db
+    f1, f2, stale = store.Fence(W, 1, 3), store.Fence(W, 2, 3), store.Fence(W, 2, 1)
+    later = NOW.replace(hour=5)
+
+    def write(fence: store.Fence, values: dict[str, Any], kind: str) -> Any:
+        event = store.EventRecord(kind=kind, to_state=values["state"])
+        return batcher.submit(store.update_session_fn(fence, values, event, NOW))
+
+    results = await asyncio.gather(
+        write(f1, {"state": "CONNECTING"}, "transition"),
+        write(f2, {"state": "CONNECTING"}, "transition"),
+        # tenant 1 again, other columns: must land after its first write
+        write(f1, {"state": "CONNECTED", "connected_since": later}, "transition"),
+        write(stale, {"state": "LOGGED_OUT"}, "logout"),  # an old epoch: nothing written
+    )
+    assert results == [True, True, True, False]
+    async with database.engine.connect() as conn:
+        states = dict(
+            (await conn.execute(text("SELECT tenant_id, state FROM whatsapp_sessions"))).all()
+        )
+        since = (
+            await conn.execute(
+                text("SELECT connected_since FROM whatsapp_sessions WHERE tenant_id = 1")
+            )
+        ).scalar_one()
+        events = (
+            await conn.execute(
+                text("SELECT tenant_id, to_state, epoch FROM connection_events ORDER BY id")
+            )
+        ).all()
+    assert states == {1: "CONNECTED", 2: "CONNECTING"}
+    assert str(since).startswith("2026-01-01 05:00:00")
+    assert [tuple(e) for e in events] == [
+        (1, "CONNECTING", 3),
+        (2, "CONNECTING", 3),
+        (1, "CONNECTED", 3),
+    ]

@@ -35,6 +35,7 @@ class StormOptions:
     connect_concurrency: int = 50
     sample: float = 0.05
     timeout: float = 60.0
+    log_level: str = "INFO"  # the worker's default: its per-transition lines are part of the cost
 
 
 @dataclass
@@ -71,7 +72,7 @@ def peak_rate(samples: list[Sample]) -> float:
 async def run_async(opts: StormOptions, root: Path) -> Result:
     env = {
         "WAFLEET_CONNECT_CONCURRENCY": str(opts.connect_concurrency),
-        "WAFLEET_LOG_LEVEL": "WARNING",
+        "WAFLEET_LOG_LEVEL": opts.log_level,
     }
     async with Fleet(root, worker_env=env) as fleet, fleet.http() as http:
         await fleet.start_simulator()
