@@ -53,9 +53,13 @@ def test_sqlite_locked_by_another_writer_for_10s(seeded_data_dir: Path, tmp_path
             tally.faults += 1
             t0 = time.monotonic()
             at_lock = w.progress()
-            # the worker keeps its process (no crash loop) while nobody can write
+            # the worker keeps its process (no crash loop) while nobody can write, and
+            # lets go of WhatsApp before its lease (3 s) could expire: self-fencing
+            fenced_after: float | None = None
             while time.monotonic() - t0 < SQLITE_LOCK_S:
                 assert worker.alive(), worker.output()[-3000:]
+                if fenced_after is None and st.stats()["connections"].get(PHONE, 0) == 0:
+                    fenced_after = time.monotonic() - t0
                 time.sleep(0.25)
         finally:
             locker.execute("ROLLBACK")
@@ -67,6 +71,8 @@ def test_sqlite_locked_by_another_writer_for_10s(seeded_data_dir: Path, tmp_path
         eventually(lambda: w.progress() >= start + 20, timeout=40, what="flowing again", stack=st)
         w.finish()
         tally.extra["sent_while_locked"] = during
+        tally.extra["disconnected_after_s"] = fenced_after and round(fenced_after, 1)
+        assert fenced_after is not None, "still connected to WhatsApp after 10 s without a lease"
         verify(st, w, tally)
         assert worker.alive()
         assert len(st.query("SELECT id FROM worker_processes")) == 1
