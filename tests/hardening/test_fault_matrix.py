@@ -352,3 +352,61 @@ def test_temp_ban_with_queued_outbox_sends_each_once_after_the_ban(shared_stack:
     eventually(settled, timeout=15, what="outbox rows SENT", stack=st)
     assert Counter(m["id"] for m in st.outbound())[queued[0]] == 1
     TALLY.report()
+
+
+# ---------------------------------------------------------------- orderly stops (action none)
+
+
+def _stop_line(st: Stack, after: int, cause: str) -> dict[str, Any]:
+    """An orderly stop is not a lost connection: its line is the "stop" transition."""
+
+    def found() -> dict[str, Any] | None:
+        for line in tenant_log_lines(st.data)[after:]:
+            if line.get("event") == "session state" and line.get("cause") == cause:
+                return line
+        return None
+
+    return eventually(found, timeout=10, what=f"a {cause} stop in logs/{SLUG}.log", stack=st)  # type: ignore[no-any-return]
+
+
+def test_pause_is_an_orderly_stop_until_resumed(shared_stack: Stack) -> None:
+    st = shared_stack
+    ensure_connected(st)
+    log_mark = len(tenant_log_lines(st.data))
+    st.cp("POST", "/portal/tenant/current/actions/pause", expect=202)
+    s = st.wait_state("DISCONNECTED", last_disconnect_cause="paused", last_disconnect_action="none")
+    assert s["tenant_status"] == "PAUSED" and s["reconnect_active"] == 0
+    assert _stop_line(st, log_mark, "paused")["kind"] == "stop"
+    _no_more_connects(st)
+    what, todo = CAUSE_EXPLANATIONS[Cause.PAUSED]
+    assert what and "resume" in todo.lower()
+    ex = explain_status_json(st.cp("GET", "/portal/tenant/current/status"))
+    assert ex.summary.strip() and "resume" in ex.next_step.lower(), ex
+    st.cp("POST", "/portal/tenant/current/actions/resume", expect=202)
+    st.wait_state("CONNECTED", phone=PHONE, timeout=30)
+    _answers(st, "after resume")
+    TALLY.report()
+
+
+def test_worker_shutdown_is_an_orderly_stop_resumed_by_the_next_worker(shared_stack: Stack) -> None:
+    st = shared_stack
+    ensure_connected(st)
+    log_mark = len(tenant_log_lines(st.data))
+    assert st.worker is not None
+    assert st.worker.stop() == 0  # SIGTERM: drain, disconnect, release
+    s = st.session()
+    assert (s["state"], s["last_disconnect_cause"], s["last_disconnect_action"]) == (
+        "DISCONNECTED",
+        "shutdown",
+        "none",
+    )
+    assert s["tenant_status"] == "ACTIVE"
+    assert _stop_line(st, log_mark, "shutdown")["kind"] == "stop"
+    ex = explain(SLUG, "ACTIVE", SessionFacts.from_row(s))
+    assert ex.summary.strip() and "wafleet worker" in ex.next_step, ex
+    assert "resumes" in CAUSE_EXPLANATIONS[Cause.SHUTDOWN][1]
+    assert st.stats()["connections"].get(PHONE, 0) == 0
+    st.start_worker()
+    st.wait_state("CONNECTED", phone=PHONE, timeout=30)
+    _answers(st, "after a worker restart")
+    TALLY.report()

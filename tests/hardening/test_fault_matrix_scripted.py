@@ -21,6 +21,7 @@ import structlog
 from tests.hardening.conftest import Tally, tenant_log_lines
 from tests.worker.conftest import BotHarness, harness
 from tests.worker.test_bot import connected_bot, session, tenant, tenant_error, until, until_state
+from wafleet.db.models import TenantLease
 from wafleet.engines.base import ConnectionLost, LoggedOut
 from wafleet.logging import configure_logging, shutdown_logging, tenant_writer
 from wafleet.ops.explain import SessionFacts, explain
@@ -191,5 +192,41 @@ async def test_logout_while_qr_ready_is_logged_out_without_retries(
     assert h.world.connects == connects
     [line] = _disconnected_lines(tenant_logs)
     assert line["cause"] == "logged_out"
+    await bot.stop()
+    TALLY.report()
+
+
+async def test_lease_lost_stops_without_writing_or_reconnecting(
+    harness: BotHarness, tenant_logs: Path
+) -> None:
+    """Another worker took the lease (epoch moved on): at its next write the bot sees the
+    lease gone, lets go of WhatsApp, writes nothing more and never reconnects."""
+    h = harness
+    bot = await connected_bot(h)
+    async with h.db.session() as s, s.begin():
+        lease = await s.get(TenantLease, h.tenant_id)
+        assert lease is not None
+        lease.epoch = 2  # the new owner's epoch
+    before = await session(h)
+    connects = h.world.connects
+    await h.world.engine.emit(ConnectionLost(cause=Cause.NETWORK, detail="drop"))  # type: ignore[union-attr]
+    TALLY.faults += 1
+    await until(lambda: bot.lease_lost and not bot.running, "the bot stopped on the lost lease")
+    after = await session(h)
+    assert (after.state, after.last_disconnect_cause, after.updated_at) == (
+        before.state,
+        before.last_disconnect_cause,
+        before.updated_at,
+    )  # fenced: not one write under the old epoch
+    h.clock.advance(3600)
+    await asyncio.sleep(0.05)
+    assert h.world.connects == connects
+    writer = tenant_writer()
+    assert writer is not None
+    writer.flush()
+    events = [line.get("event") for line in tenant_log_lines(tenant_logs, "acme")]
+    assert "lease lost: stopping without further writes" in events
+    what, todo = CAUSE_EXPLANATIONS[Cause.LEASE_LOST]
+    assert what.strip() and todo.strip().lower().startswith("nothing to do")
     await bot.stop()
     TALLY.report()
