@@ -67,7 +67,7 @@ async def _status_rows(cfg: Settings, slug: str | None) -> list[dict[str, Any]]:
         )
         if slug:
             q = q.where(Tenant.slug == slug)
-        rows = (await s.execute(q)).tuples().all()
+        rows = (await s.execute(q)).all()
         workers = (await s.execute(select(WorkerProcess))).scalars().all()
     if slug and not rows:
         from wafleet.errors import NotFoundError

@@ -114,7 +114,7 @@ class TenantRepository:
             .outerjoin(WhatsAppSession, WhatsAppSession.tenant_id == Tenant.id)
             .order_by(Tenant.slug)
         )
-        return [(t, ws) for t, ws in rows.tuples()]
+        return [(t, ws) for t, ws in rows.all()]
 
     async def set_config(self, tenant: Tenant, config: dict[str, Any]) -> None:
         tenant.config = config
@@ -224,7 +224,7 @@ class TenantScope:
             .where(MessageLog.tenant_id == self.tenant_id, MessageLog.created_at >= since)
             .group_by(MessageLog.direction)
         )
-        counts = {d: int(n) for d, n in (await self.s.execute(q)).tuples()}
+        counts = {d: int(n) for d, n in (await self.s.execute(q)).all()}
         pending = (
             await self.s.execute(
                 select(func.count(MessageLog.id)).where(
