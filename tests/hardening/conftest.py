@@ -49,6 +49,18 @@ class Tally:
 
     def report(self) -> None:
         print(self.line())
+        REPORTED[self.name] = self.line()
+
+
+REPORTED: dict[str, str] = {}  # tally name → its last line, for the terminal summary
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The counts of every hardening test that ran, also without -s."""
+    if REPORTED:
+        terminalreporter.section("hardening counts")
+        for line in REPORTED.values():
+            terminalreporter.write_line(line)
 
 
 def count_dupes(values: list[str]) -> int:
@@ -84,11 +96,11 @@ def stop_all(st: Stack) -> None:
             p.stop()
 
 
-# The matrix's timings: backoff 0.5 s → x2 → capped at 2 s, no jitter, so "growing" and
-# "at once" (restart_required: well under 0.5 s) are both visible in the timeline.
+# The matrix's timings: backoff 1 s → x2 → capped at 3 s, no jitter, so "growing" and
+# "at once" (restart_required: well under 1 s) are both visible in the timeline.
 MATRIX_ENV = {
-    "WAFLEET_RECONNECT_INITIAL_DELAY": "0.5",
-    "WAFLEET_RECONNECT_MAX_DELAY": "2",
+    "WAFLEET_RECONNECT_INITIAL_DELAY": "1",
+    "WAFLEET_RECONNECT_MAX_DELAY": "3",
 }
 
 
