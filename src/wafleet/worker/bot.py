@@ -41,15 +41,16 @@ from wafleet.engines.base import (
     TemporaryBan,
 )
 from wafleet.logging import get_logger
-from wafleet.states import CAUSE_EXPLANATIONS, Action, Cause, SessionState, TenantStatus, action_for
+from wafleet.states import Action, Cause, SessionState, TenantStatus, action_for
 from wafleet.worker import store
 from wafleet.worker.batcher import WriteBatcher
 from wafleet.worker.clock import Clock
-from wafleet.worker.lifecycle import check_transition
 from wafleet.worker.pipeline import TenantPipeline
 from wafleet.worker.reconnect import BackoffPolicy, ReconnectManager
+from wafleet.worker.recovery import decide
 from wafleet.worker.rules import BotConfig
-from wafleet.worker.store import EventRecord, Fence
+from wafleet.worker.session_recorder import SessionRecorder
+from wafleet.worker.store import Fence
 from wafleet.worker.webhook import WebhookClient
 
 CONNECT_TIMEOUT = 45.0
@@ -104,7 +105,15 @@ class TenantBot:
         self.fence = Fence(deps.worker_id, tenant_id, epoch)
         self.clock = deps.clock
         self.log = get_logger("wafleet.bot", tenant=slug)
-        self.state = SessionState.DISCONNECTED
+        self.lease_lost = False
+        self.session = SessionRecorder(
+            fence=self.fence,
+            batcher=deps.batcher,
+            clock=deps.clock,
+            log=self.log,
+            fenced=lambda: self.lease_lost,
+            on_lease_lost=self._lease_lost,
+        )
         self.reconnect = ReconnectManager(
             BackoffPolicy.from_settings(deps.settings), clock=deps.clock
         )
@@ -127,7 +136,6 @@ class TenantBot:
         self._not_before: datetime | None = None
         self._stop_cause: Cause | None = None
         self._config_version = -1
-        self.lease_lost = False
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -248,7 +256,7 @@ class TenantBot:
             tenant = await store.load_tenant(conn, self.tenant_id)
         if row is None or tenant is None:
             raise RuntimeError(f"tenant {self.slug} has no session row")
-        self.state = SessionState(row["state"])
+        self.session.state = SessionState(row["state"])
         self.reconnect.attempt = int(row.get("reconnect_attempt") or 0)
         if tenant["status"] == TenantStatus.ERROR.value:
             self._parked = True
@@ -408,102 +416,26 @@ class TenantBot:
 
     # ------------------------------------------------------------------ classification
     async def _handle_lost(self, lost: _Lost) -> None:
-        action = action_for(lost.cause)
-        now = self.clock.now()
-        common: dict[str, Any] = {
-            "last_disconnect_cause": lost.cause.value,
-            "last_disconnect_action": action.value,
-            "last_disconnect_at": now,
-            "last_disconnect_detail": lost.detail or None,
-            "connected_since": None,
-            "last_qr": None,
-            "qr_expires_at": None,
-        }
+        rec = decide(lost.cause, lost.detail, lost.expires_at, self.reconnect, self.clock.now())
         self.log.info(
-            "disconnected", cause=lost.cause.value, action=action.value, detail=lost.detail
+            "disconnected", cause=lost.cause.value, action=rec.action.value, detail=lost.detail
         )
-        if action is Action.RETRYING:
-            if lost.cause is Cause.RESTART_REQUIRED:
-                delay: float | None = 0.0  # normal right after pairing: reconnect at once
-            else:
-                delay = self.reconnect.schedule()
-            if delay is None:
-                msg = (
-                    f"Gave up after {self.reconnect.policy.max_attempts} reconnect attempts "
-                    f"(last cause: {lost.cause.value}{': ' + lost.detail if lost.detail else ''})."
-                    " Check the network (wafleet doctor), then press Restart."
-                )
-                await self._transition(
-                    SessionState.DISCONNECTED,
-                    kind="disconnect",
-                    cause=lost.cause,
-                    detail=lost.detail,
-                    tenant={"status": TenantStatus.ERROR.value, "error_message": msg},
-                    **common,
-                    reconnect_active=False,
-                    next_retry_at=None,
-                )
-                self._parked = True
-                return
-            self._not_before = now + timedelta(seconds=delay)
-            await self._transition(
-                SessionState.DISCONNECTED,
-                kind="disconnect",
-                cause=lost.cause,
-                detail=lost.detail,
-                **common,
-                reconnect_active=True,
-                reconnect_attempt=self.reconnect.attempt,
-                next_retry_at=self._not_before,
-            )
-        elif action is Action.NEEDS_LINK:
-            self.reconnect.stop()
-            self._parked = True
-            target = SessionState.DISCONNECTED
-            if lost.cause is Cause.LOGGED_OUT:
-                target = SessionState.LOGGED_OUT
-                await self.credentials.wipe()
-                await self._close_engine()
-            await self._transition(
-                target,
-                kind="disconnect",
-                cause=lost.cause,
-                detail=lost.detail,
-                **common,
-                reconnect_active=False,
-                next_retry_at=None,
-            )
-        elif action is Action.NEEDS_OPERATOR:
-            self.reconnect.stop()
-            self._parked = True
-            what, todo = CAUSE_EXPLANATIONS[lost.cause]
-            msg = f"{what} {todo}" + (f" ({lost.detail})" if lost.detail else "")
-            await self._transition(
-                SessionState.DISCONNECTED,
-                kind="disconnect",
-                cause=lost.cause,
-                detail=lost.detail,
-                tenant={"status": TenantStatus.ERROR.value, "error_message": msg},
-                **common,
-                reconnect_active=False,
-                next_retry_at=None,
-            )
-        elif action is Action.WAITING_UNTIL:
-            until = lost.expires_at or (now + UNKNOWN_BAN_WAIT)
-            self._not_before = until
-            self.reconnect.stop()
-            await self._transition(
-                SessionState.DISCONNECTED,
-                kind="disconnect",
-                cause=lost.cause,
-                detail=lost.detail,
-                **common,
-                ban_expires_at=until,
-                reconnect_active=True,
-                next_retry_at=until,
-            )
-        else:  # Action.NONE: an orderly stop by us
+        if rec.stop:  # Action.NONE: an orderly stop by us
             self._stop_cause = self._stop_cause or lost.cause
+            return
+        self._parked = rec.park
+        self._not_before = rec.retry_at
+        if rec.wipe_credentials:
+            await self.credentials.wipe()
+            await self._close_engine()
+        await self._transition(
+            rec.target,
+            kind="disconnect",
+            cause=lost.cause,
+            detail=lost.detail,
+            tenant=rec.tenant,
+            **rec.session,
+        )
 
     # ------------------------------------------------------------------ requests
     async def _apply_request(self, req: Request) -> None:
@@ -602,59 +534,15 @@ class TenantBot:
             )
 
     # ------------------------------------------------------------------ persistence
-    async def _transition(
-        self,
-        to: SessionState,
-        *,
-        kind: str = "transition",
-        cause: Cause | None = None,
-        detail: str | None = None,
-        tenant: dict[str, Any] | None = None,
-        **fields: Any,
-    ) -> None:
-        check_transition(self.state, to)
-        frm = self.state
-        self.state = to
-        if frm is not to or kind != "transition":
-            self.log.info(
-                "session state",
-                frm=frm.value,
-                to=to.value,
-                kind=kind,
-                cause=cause.value if cause else None,
-            )
-        event = EventRecord(
-            kind=kind,
-            from_state=frm.value,
-            to_state=to.value,
-            cause=cause.value if cause else None,
-            detail=detail or None,
-        )
-        if kind == "qr" and frm is to:
-            event = EventRecord(kind="qr_rotated", from_state=frm.value, to_state=to.value)
-        await self._write(
-            {"state": to.value, "worker_id": self.fence.worker_id, **fields}, event, tenant
-        )
+    @property
+    def state(self) -> SessionState:
+        return self.session.state
+
+    async def _transition(self, to: SessionState, **kw: Any) -> None:
+        await self.session.transition(to, **kw)
 
     async def _record(self, kind: str, *, detail: str | None = None, **fields: Any) -> None:
-        await self._write(fields, EventRecord(kind=kind, detail=detail), None)
-
-    async def _write(
-        self, values: dict[str, Any], event: EventRecord | None, tenant: dict[str, Any] | None
-    ) -> None:
-        if self.lease_lost:
-            return
-        try:
-            ok = await self.deps.batcher.submit(
-                store.update_session_fn(self.fence, values, event, self.clock.now(), tenant)
-            )
-        except (SQLAlchemyError, OSError) as err:
-            # Database outage: keep running on the in-memory state; the supervisor
-            # self-fences if it lasts. Not a lost lease.
-            self.log.warning("persisting session state failed", error=str(err)[:200])
-            return
-        if not ok:
-            self._lease_lost()
+        await self.session.record(kind, detail=detail, **fields)
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:
