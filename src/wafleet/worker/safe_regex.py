@@ -265,14 +265,18 @@ class SafeRegex:
         kind, a, b = self._kind, self._a, self._b
         seen = [-1] * len(kind)
 
+        work = 0  # states visited: consuming steps and epsilon moves alike
+
         def add(out: list[int], pc: int, pos: int) -> bool:
             """Follow epsilon moves from pc; collect consuming states. True on MATCH."""
+            nonlocal work
             stack = [pc]
             while stack:
                 i = stack.pop()
                 if seen[i] == pos:
                     continue
                 seen[i] = pos
+                work += 1
                 k = kind[i]
                 if k == _CHAR:
                     out.append(i)
@@ -288,11 +292,10 @@ class SafeRegex:
             return False
 
         states: list[int] = []
-        work = 1
         if add(states, 0, 0):
             return True, work
         for pos, ch in enumerate(text):
-            work += len(states) + 1
+            work += len(states)
             if 0 <= limit < work:
                 raise BudgetExceeded(work)
             nxt: list[int] = []
