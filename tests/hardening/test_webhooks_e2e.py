@@ -5,8 +5,9 @@ receiver on 127.0.0.1 — beyond tests/e2e/test_webhook.py (signed, one 503 retr
   false — ``wafleet tenant configure`` exits 2 with one line, the control plane's
   ``PUT /portal/tenant/current/config`` answers 422 — and accepted when true;
 * a slow webhook (one chat) never stalls another chat of the tenant nor another tenant;
-* retries bounded by WAFLEET_WEBHOOK_MAX_ATTEMPTS (3 here): 5xx retried then FAILED with
-  the reason, 4xx FAILED at once, and a chat's order kept across retries and failures;
+* retries bounded by WAFLEET_WEBHOOK_MAX_ATTEMPTS (3 here): 5xx and timeouts (each
+  attempt bounded by WAFLEET_WEBHOOK_TIMEOUT) retried then FAILED with the reason, 4xx
+  FAILED at once, and a chat's order kept across retries and failures;
 * delivery time: a worker with ALLOW_PRIVATE=false refuses a stored ``localhost`` hook —
   the message is FAILED with the reason, the receiver never called.
 """
@@ -31,8 +32,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SECRET = "e2e-hook-secret"
 BETA, PHONE2 = "beta", "+15550002"
-SLOW_S = 4.0
-A, B, C, D, E, F = (f"+1555200000{i}" for i in range(1, 7))
+SLOW_S = 2.0  # chat A's hook answers after this long ...
+TIMEOUT_S = 3  # ... within WAFLEET_WEBHOOK_TIMEOUT; chat G's hook (6 s) never does
+A, B, C, D, E, F, G = (f"+1555200000{i}" for i in range(1, 8))
 
 
 def _rules(url: str) -> dict[str, Any]:
@@ -112,7 +114,7 @@ def test_webhooks_refused_bounded_ordered_and_never_stalling(
         tmp_path,
         WAFLEET_WEBHOOK_ALLOW_PRIVATE="true",
         WAFLEET_WEBHOOK_MAX_ATTEMPTS="3",
-        WAFLEET_WEBHOOK_TIMEOUT=str(SLOW_S + 4),
+        WAFLEET_WEBHOOK_TIMEOUT=str(TIMEOUT_S),
     )
     with running_hook(SECRET) as hook:
         try:
@@ -175,6 +177,7 @@ def _run(st: Stack, hook: HookReceiver, tally: Tally) -> None:
     ids["e1"] = _send(st, PHONE, E, "fail 503 e1")
     ids["e2"] = _send(st, PHONE, E, "fail 400 e2")
     ids["e3"] = _send(st, PHONE, E, "price e3")
+    ids["g1"] = _send(st, PHONE, G, "slow 6 g1")
     t0 = time.monotonic()
     ids["b1"] = _send(st, PHONE, B, "ok b1")
     ids["c1"] = _send(st, PHONE2, C, "ok c1")
@@ -189,7 +192,7 @@ def _run(st: Stack, hook: HookReceiver, tally: Tally) -> None:
         stack=st,
     )
     waited = time.monotonic() - t0
-    assert hook.in_flight == {f"slow {SLOW_S} a1"}, "chat A's call ended before B and C"
+    assert f"slow {SLOW_S} a1" in hook.in_flight, "chat A's call ended before B and C"
     assert _replies_to(st, PHONE, A) == []
     tally.extra["other_chats_answered_within_s"] = round(waited, 2)
     eventually(
@@ -220,6 +223,16 @@ def _run(st: Stack, hook: HookReceiver, tally: Tally) -> None:
     assert _in_row(st, ids["e3"])["status"] == "PROCESSED"
     assert ids["e3"] not in hook.attempts  # a rule answered it: never sent to the hook
     tally.faults += 4
+    # the per-request timeout is WAFLEET_WEBHOOK_TIMEOUT, each attempt, then FAILED
+    g1 = eventually(
+        lambda: (r := _in_row(st, ids["g1"]))["status"] == "FAILED" and r,
+        timeout=30,
+        what="g1 FAILED after its timeouts",
+        stack=st,
+    )
+    assert g1["error"] == f"webhook failed after 3 attempts: timeout after {TIMEOUT_S}s"
+    assert len(hook.calls_for("slow 6 g1")) == 3 and _replies_to(st, PHONE, G) == []
+    tally.faults += 3
     assert all(c.signature_ok for c in hook.calls)
 
     # ---- delivery time: a stored localhost hook, a worker that does not allow private
