@@ -18,6 +18,7 @@ the per-statement round trip to the database thread was the worker's top cost).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,6 +54,12 @@ class _Op:
     future: asyncio.Future[Any]
 
 
+def _connection_error(err: BaseException) -> bool:
+    return isinstance(err, OSError | ConnectionError | TimeoutError) or bool(
+        getattr(err, "connection_invalidated", False)
+    )
+
+
 class BatcherClosed(RuntimeError):
     pass
 
@@ -62,7 +69,12 @@ class WriteBatcher:
         self.engine = engine
         self.max_batch = max_batch
         self.name = name
-        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._pending: deque[_Op] = deque()
+        # Urgent writes (the heartbeat) go into the next transaction ahead of the backlog:
+        # a heartbeat starved by a message burst would make the worker self-fence.
+        self._urgent: deque[_Op] = deque()
+        self._work = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         # The writer's own connection, kept between batches: checking one out of the pool
@@ -76,37 +88,35 @@ class WriteBatcher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
-    async def submit(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def submit(
+        self, fn: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False
+    ) -> T:
         if self._closed:
             raise BatcherClosed("the writer is stopped")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(fn, fut))
+        (self._urgent if urgent else self._pending).append(_Op(fn, fut))
+        self._work.set()
         result: T = await fut
         return result
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending) + len(self._urgent)
 
     async def _run(self) -> None:
         while True:
-            op = await self._queue.get()
-            if op is None:
-                return
-            batch = [op]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            if not self._urgent and not self._pending:
+                if self._stopping:
+                    return
+                self._work.clear()
+                await self._work.wait()
+                continue
+            batch: list[_Op] = []
+            while self._urgent and len(batch) < self.max_batch:
+                batch.append(self._urgent.popleft())
+            while self._pending and len(batch) < self.max_batch:
+                batch.append(self._pending.popleft())
             await self._flush(batch)
-            if stop:
-                return
 
     async def _flush(self, batch: list[_Op]) -> None:
         self.flushes += 1
@@ -114,8 +124,11 @@ class WriteBatcher:
         try:
             results = await self._run_tx(batch)
         except Exception as err:
-            if len(batch) == 1:
-                self._fail(batch[0], err)
+            if len(batch) == 1 or _connection_error(err):
+                # one write, or the database itself is unreachable: retrying each write
+                # alone would only multiply the wait
+                for op in batch:
+                    self._fail(op, err)
                 return
             # Isolate: a constraint error or a bad value in one write must not fail the rest.
             for op in batch:
@@ -194,15 +207,15 @@ class WriteBatcher:
         self._closed = True
         if self._task is None:
             return
-        self._queue.put_nowait(None)
+        self._stopping = True
+        self._work.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
             self._task.cancel()
             log.warning("db writer did not flush in time", backlog=self.backlog)
         finally:
-            while not self._queue.empty():
-                op = self._queue.get_nowait()
-                if op is not None:
-                    self._fail(op, BatcherClosed("the writer stopped"))
+            for queue in (self._urgent, self._pending):
+                while queue:
+                    self._fail(queue.popleft(), BatcherClosed("the writer stopped"))
             await self._drop_connection()

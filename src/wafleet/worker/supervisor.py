@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wafleet.config import Settings
 from wafleet.db.engine import Database
@@ -99,6 +100,11 @@ class Supervisor:
             # shared database: credentials move with the tenant on failover
             return DbCredentialStore(self.db.engine, tenant_id, "simulator")
         return FileCredentialStore(self.settings.sessions_dir / slug)
+
+    @property
+    def _claim_period(self) -> float:
+        # often enough that expired leases are taken over within a quarter TTL
+        return min(self.settings.heartbeat_interval, self.settings.lease_ttl / 4)
 
     def lease_fresh(self) -> bool:
         """True while our last successful lease renewal is recent enough to trust."""
@@ -246,16 +252,19 @@ class Supervisor:
         return task.result()
 
     async def _beat(self, ttl: float) -> set[int]:
-        async with self.db.engine.begin() as conn:
+        now = self.clock.now()
+        connected = self.connected_ids()
+        held = dict(self.held)
+        stats = self.stats()
+
+        async def write(conn: AsyncConnection) -> set[int]:
             return await heartbeat.beat(
-                conn,
-                self.worker_id,
-                now=self.clock.now(),
-                connected=self.connected_ids(),
-                held=dict(self.held),
-                ttl=ttl,
-                stats=self.stats(),
+                conn, self.worker_id, now=now, connected=connected, held=held, ttl=ttl, stats=stats
             )
+
+        # Through the writer, ahead of its backlog: on SQLite a separate transaction would
+        # fight the writer for the database lock and lose under a message burst.
+        return await self.batcher.submit(write, urgent=True)
 
     async def _self_fence(self) -> None:
         """Database unreachable for most of the lease TTL: stop every bot before our
@@ -280,7 +289,7 @@ class Supervisor:
                 log.warning("claiming tenants failed", error=str(err)[:200])
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.heartbeat_interval)
+                await asyncio.wait_for(self._wake.wait(), self._claim_period)
 
     async def _reconcile(self) -> None:
         if self._fenced:
@@ -302,7 +311,9 @@ class Supervisor:
             await self._stop_bot(tenant_id, Cause.PAUSED)
             async with self.db.engine.begin() as conn:
                 await leases.release(conn, self.worker_id, [tenant_id])
-        live_window = self.settings.heartbeat_interval * 2.5
+        # A worker whose heartbeat is older than a lease TTL holds no valid lease: it no
+        # longer counts for the fair share, so its tenants are taken over at expiry.
+        live_window = self.settings.lease_ttl
         async with self.db.engine.connect() as conn:
             fair = await leases.fair_share(
                 conn, now=now, live_window=live_window, capacity=self.settings.worker_capacity
