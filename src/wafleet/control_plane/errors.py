@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DatabaseError, DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DatabaseError, DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wafleet.logging import get_logger
@@ -110,6 +110,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InterfaceError, _database_error)
     # Not a database file, no schema (never migrated), lost connection ...
     app.add_exception_handler(DatabaseError, _database_error)
+    # The driver's own connection failures (PostgreSQL stopped: connection refused, "the
+    # database system is shutting down") arrive unwrapped or as a bare DBAPIError.
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
+    try:
+        import asyncpg
+
+        app.add_exception_handler(asyncpg.PostgresConnectionError, _database_error)
+        app.add_exception_handler(asyncpg.CannotConnectNowError, _database_error)
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        pass
     # e.g. a NUL character PostgreSQL refuses in text: the caller's input.
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _server_error)
