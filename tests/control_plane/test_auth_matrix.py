@@ -66,6 +66,8 @@ PORTAL_ROUTES: list[tuple[str, str, Any, int]] = [
     ("POST", f"{PORTAL}/messages", {"to": "+15559999", "text": "hello"}, 202),
     *[("POST", f"{PORTAL}/actions/{a}", None, 202) for a in ("restart", "relink", "logout")],
     *[("POST", f"{PORTAL}/actions/{a}", None, 202) for a in ("pause", "resume")],
+    # authorised, then refused on its merits: the session is not waiting for a link
+    ("POST", f"{PORTAL}/actions/pair-phone", {"phone": "+15550001"}, 409),
 ]
 ADMIN_ROUTES: list[tuple[str, str, Any, int]] = [
     ("GET", "/admin/tenants", None, 200),

@@ -47,7 +47,7 @@ def live_schema(live_cp: LiveControlPlane) -> schemathesis.BaseSchema:
 
 
 def test_every_route_is_covered() -> None:
-    assert len(OPERATIONS) == 13  # 9 portal, 2 admin, healthz, metrics
+    assert len(OPERATIONS) == 14  # 10 portal, 2 admin, healthz, metrics
 
 
 @pytest.mark.parametrize(

@@ -244,3 +244,62 @@ def tenant_link(
         time.sleep(0.5)
     typer.echo("error: timed out waiting for the link", err=True)
     raise typer.Exit(1)
+
+
+@tenant_app.command("pair-phone")
+def tenant_pair_phone(
+    slug: str = typer.Argument(...),
+    phone: str = typer.Option(..., "--phone", help="The account's number, e.g. +15550001."),
+    timeout: float = typer.Option(30.0, help="Give up after this many seconds."),
+) -> None:
+    """Link by phone number instead of QR: prints the code to type on the phone."""
+    import re
+
+    from wafleet.errors import UsageError
+    from wafleet.states import SessionState
+
+    if not re.fullmatch(r"\+?[0-9]{6,20}", phone):
+        raise UsageError(f"--phone: {phone!r} is not a phone number like +15550001")
+    cfg = settings()
+
+    async def _start() -> str:
+        from wafleet.db.repositories import TenantRepository, enqueue_command
+
+        async with open_db(cfg) as db, db.session() as s, s.begin():
+            t = await TenantRepository(s).require(slug)
+            await s.refresh(t, ["session"])
+            if t.session is None or t.session.state != SessionState.QR_READY.value:
+                state = t.session.state if t.session else "unknown"
+                return state
+            t.session.pair_code = None
+            await enqueue_command(
+                s, t.id, CommandKind.PAIR_PHONE.value, {"phone": phone}, requested_by="cli"
+            )
+            return SessionState.QR_READY.value
+
+    async def _code() -> str | None:
+        from wafleet.db.repositories import TenantRepository
+
+        async with open_db(cfg) as db, db.session() as s:
+            t = await TenantRepository(s).require(slug)
+            await s.refresh(t, ["session"])
+            return t.session.pair_code if t.session else None
+
+    state = run(_start)
+    if state != SessionState.QR_READY.value:
+        typer.echo(
+            f"error: {slug} is {state}, not waiting for a link; run `wafleet tenant link "
+            f"{slug}` (or relink) first",
+            err=True,
+        )
+        raise typer.Exit(1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = run(_code)
+        if code:
+            typer.echo(f"pairing code for {slug}: {code}")
+            typer.echo("On the phone: WhatsApp → Linked devices → Link with phone number.")
+            return
+        time.sleep(0.3)
+    typer.echo("error: no pairing code arrived in time (is a worker running?)", err=True)
+    raise typer.Exit(1)

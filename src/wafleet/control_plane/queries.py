@@ -180,3 +180,27 @@ async def workers(session: AsyncSession, *, status: str | None) -> list[sch.Work
         )
         for w, n in (await session.execute(q)).all()
     ]
+
+
+async def wait_pair_code(scope: TenantScope, timeout: float, poll: float = 0.2) -> str | None:
+    """The pairing code the worker publishes on the session row, or None after ``timeout``."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from wafleet.db.models import WhatsAppSession
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        code = (
+            await scope.s.execute(
+                select(WhatsAppSession.pair_code).where(
+                    WhatsAppSession.tenant_id == scope.tenant_id
+                )
+            )
+        ).scalar()
+        await scope.s.commit()  # end the read transaction so the next poll sees new rows
+        if code or loop.time() >= deadline:
+            return str(code) if code else None
+        await asyncio.sleep(poll)

@@ -199,6 +199,24 @@ class SendMessageRequest(BaseModel):
     text: TextField
 
 
+class PairPhoneRequest(BaseModel):
+    phone: str = Field(
+        pattern=r"^\+?[0-9]{6,20}$",
+        description="The account's phone number, digits with an optional leading +.",
+        examples=["+15550001"],
+    )
+
+
+class PairPhoneResponse(BaseModel):
+    status: Literal["READY", "PENDING"] = Field(
+        description="READY: `code` is set. PENDING: not issued yet (GET .../status later)."
+    )
+    code: str | None = Field(
+        description="Type it on the phone: Linked devices → Link with phone number."
+    )
+    command_id: int
+
+
 class SendAccepted(BaseModel):
     id: str = Field(description="The outbox message's WhatsApp id (stable across resends).")
     status: Literal["PENDING"] = "PENDING"

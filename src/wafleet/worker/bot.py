@@ -178,6 +178,27 @@ class TenantBot:
     def wake_outbox(self) -> None:
         self.pipeline.wake_outbox()
 
+    def pair_phone(self, phone: str) -> None:
+        """Pairing by phone number instead of QR: ask the engine for the code to type on
+        the phone, and publish it on the session row (``pair_code``)."""
+        task = asyncio.create_task(self._pair_phone(phone), name=f"pair-phone:{self.slug}")
+        task.add_done_callback(_log_task_error)
+
+    async def _pair_phone(self, phone: str) -> None:
+        engine = self.engine
+        if engine is None or self.state is not SessionState.QR_READY:
+            await self._record(
+                "pair_code_refused",
+                detail=f"pairing by phone needs a session waiting for a link (now {self.state})",
+            )
+            return
+        try:
+            code = await engine.pair_phone(phone)
+        except (EngineError, OSError) as err:
+            await self._record("pair_code_refused", detail=f"{err.__class__.__name__}: {err}")
+            return
+        await self._record("pair_code", detail=f"pairing code issued for {phone}", pair_code=code)
+
     def snapshot(self) -> BotSnapshot:
         return BotSnapshot(
             self.slug,

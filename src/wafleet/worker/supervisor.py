@@ -393,6 +393,8 @@ class Supervisor:
             bot.wake_outbox()
         elif kind == "config":
             bot.reload_config()
+        elif kind == "pair-phone" and isinstance(cmd.payload.get("phone"), str):
+            bot.pair_phone(cmd.payload["phone"])
         # "pause" is applied by _reconcile (the tenant's status is PAUSED)
 
 

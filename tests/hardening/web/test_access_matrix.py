@@ -260,8 +260,14 @@ CP_OPEN = {"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redir
 CP_BODIES: dict[tuple[str, str], Any] = {
     ("PUT", f"{CP_PORTAL}/config"): {"rules": [{"match": "any", "reply": "matrix"}]},
     ("POST", f"{CP_PORTAL}/messages"): {"to": "+15559999", "text": "matrix"},
+    ("POST", f"{CP_PORTAL}/actions/pair-phone"): {"phone": "+15550001"},
 }
-CP_SUCCESS = {("PUT", f"{CP_PORTAL}/config"): 200, ("POST", f"{CP_PORTAL}/messages"): 202}
+CP_SUCCESS = {
+    ("PUT", f"{CP_PORTAL}/config"): 200,
+    ("POST", f"{CP_PORTAL}/messages"): 202,
+    # authorised, then refused on its merits: no session is waiting for a link here
+    ("POST", f"{CP_PORTAL}/actions/pair-phone"): 409,
+}
 WRONG_KEY = "w" * 40
 
 # caller → (x-portal-key, x-user-email, ?tenant, forbidden data)
@@ -314,6 +320,7 @@ def test_cp_every_route_has_a_case(web_stack: WebStack) -> None:
             for x in ("status", "qr", "logs", "events", "stats/hourly", "config", "messages")
         ],
         f"{CP_PORTAL}/actions/{{action}}",
+        f"{CP_PORTAL}/actions/pair-phone",
         "/admin/tenants",
         "/admin/workers",
     }

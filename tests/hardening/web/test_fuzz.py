@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +24,6 @@ from tests.support.procs import base_env, free_port, running, wait_http_ok
 from wafleet.simulator import protocol
 from wafleet.worker.rules import BotConfig, RuleMatcher, RulesError, load_bot_config_text
 from wafleet.worker.safe_regex import SafeRegex, UnsafePattern
-
-FUZZ_BUDGET_S = 60.0  # schemathesis wall-clock bound (a bound on the run, not an assertion)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -81,13 +78,10 @@ def test_schemathesis_all_checks_against_the_control_plane(live_cp: str) -> None
     checks = CHECKS.get_by_names(CHECKS.get_all_names())
     ops = [(p, m) for p, item in schema.raw_schema["paths"].items() for m in item]
     modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
-    per_run = 100  # examples per operation and mode (~2000 calls in ~40 s here)
-    deadline = time.monotonic() + FUZZ_BUDGET_S
+    per_run = 60  # examples per operation and mode (bounded by count, not by time)
     stats = {"calls": 0, "5xx": 0, "runs": 0}
     for path, method in ops:
         for mode in modes:
-            if time.monotonic() > deadline:
-                break
             op = schema[path][method.upper()]
             if mode is schemathesis.GenerationMode.NEGATIVE and not _has_input(op):
                 stats["runs"] += 1  # nothing to make invalid
@@ -115,7 +109,7 @@ def test_schemathesis_all_checks_against_the_control_plane(live_cp: str) -> None
             stats["runs"] += 1
     print(f"[web-hardening] schemathesis: {stats}")
     assert stats["5xx"] == 0
-    assert stats["runs"] == len(ops) * len(modes), "the time budget cut the run short"
+    assert stats["runs"] == len(ops) * len(modes)
 
 
 def _has_input(operation: Any) -> bool:

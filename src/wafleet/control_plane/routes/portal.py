@@ -157,6 +157,48 @@ async def _record_action(
     return cmd.id
 
 
+PAIR_CODE_WAIT = 10.0
+
+
+@router.post(
+    "/actions/pair-phone",
+    response_model=sch.PairPhoneResponse,
+    responses=sch.error_responses(409),
+)
+async def post_pair_phone(
+    request: Request, body: sch.PairPhoneRequest, scope: ScopeDep, caller: CallerDep
+) -> sch.PairPhoneResponse:
+    """Link by phone number instead of QR: the worker asks WhatsApp for a pairing code
+    (the session must be waiting for a link, QR_READY). Waits up to 10 s for the code;
+    200 with ``status`` READY and the code, or PENDING (read it later from the session)."""
+    ws = await scope.session_row()
+    if ws is None or ws.state != SessionState.QR_READY.value:
+        state = ws.state if ws is not None else "unknown"
+        raise ApiError(409, "not_waiting_for_link", f"the session is {state}, not QR_READY")
+    ws.pair_code = None
+    now = _now(request)
+    scope.s.add(
+        ConnectionEvent(
+            tenant_id=scope.tenant_id,
+            at=now,
+            kind="action",
+            detail=f"pair-phone requested by {caller.email}",
+        )
+    )
+    cmd = await enqueue_command(
+        scope.s,
+        scope.tenant_id,
+        CommandKind.PAIR_PHONE.value,
+        {"phone": body.phone},
+        requested_by=caller.email,
+    )
+    await scope.s.commit()
+    code = await queries.wait_pair_code(scope, PAIR_CODE_WAIT)
+    return sch.PairPhoneResponse(
+        status="READY" if code else "PENDING", code=code, command_id=cmd.id
+    )
+
+
 @router.post("/actions/{action}", status_code=202, response_model=sch.ActionAccepted)
 async def post_action(
     request: Request, action: ActionName, scope: ScopeDep, caller: CallerDep
