@@ -91,13 +91,20 @@ class WriteBatcher:
     async def submit(
         self, fn: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False
     ) -> T:
+        result: T = await self.submit_nowait(fn, urgent=urgent)
+        return result
+
+    def submit_nowait(
+        self, fn: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue a write now (synchronously, so writes queued together share a batch);
+        the future resolves once its transaction has committed."""
         if self._closed:
             raise BatcherClosed("the writer is stopped")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         (self._urgent if urgent else self._pending).append(_Op(fn, fut))
         self._work.set()
-        result: T = await fut
-        return result
+        return fut
 
     @property
     def backlog(self) -> int:

@@ -14,6 +14,7 @@ Nothing is acknowledged before it is stored; nothing is replied twice.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,13 @@ class _Item:
     sender: str
     text: str
     at: Any
+
+
+@dataclass(frozen=True)
+class _Out:
+    wa_id: str
+    chat: str
+    body: str
 
 
 class LeaseLost(Exception):
@@ -90,6 +98,16 @@ class TenantPipeline:
         self._outbox_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox_task: asyncio.Task[None] | None = None
+        # Outbox rows (by wa_id) sent whose SENT mark is not committed yet: the outbox
+        # goes on without waiting for the mark (a batch commit per pass), and skips these
+        # rows if a new pass reads them still PENDING. A failed mark puts them back.
+        self._marking: set[str] = set()
+        # Replies just committed by this pipeline, in commit (= id) order: sent from
+        # memory instead of re-reading the outbox per wake-up. The database pass
+        # (`_scan`) runs first whenever memory may not hold everything PENDING: on
+        # connect, after a failed send or mark, when someone else wakes the outbox.
+        self._fresh: deque[_Out] = deque()
+        self._scan = True
         self.sent = 0
         self.received = 0
 
@@ -105,12 +123,15 @@ class TenantPipeline:
     def connected(self, engine: Engine) -> None:
         """The engine is logged in: start sending the outbox."""
         self.engine = engine
+        self._scan = True
         if self._outbox_task is None or self._outbox_task.done():
             self._outbox_task = asyncio.create_task(self._outbox_loop(), name=f"outbox:{self.slug}")
         self._outbox_wake.set()
 
     async def disconnected(self) -> None:
         self.engine = None
+        self._fresh.clear()
+        self._scan = True
         task, self._outbox_task = self._outbox_task, None
         if task is not None:
             task.cancel()
@@ -140,6 +161,7 @@ class TenantPipeline:
         self._buf_event.set()
 
     def wake_outbox(self) -> None:
+        self._scan = True  # rows may have been queued by someone else
         self._outbox_wake.set()
 
     @property
@@ -162,18 +184,30 @@ class TenantPipeline:
     async def _flush_buffers(self) -> None:
         batch, self._in_buf = self._in_buf, []
         receipts, self._rc_buf = self._rc_buf, []
+        # Receipts are queued (not awaited) before the inbound insert, so both share one
+        # transaction: storing them one after the other put a whole batch commit on
+        # every inbound message's path.
+        rc_fut: asyncio.Future[None] | None = None
         try:
-            await self._store(batch, receipts)
+            if receipts:
+                rc_fut = self.batcher.submit_nowait(
+                    store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now())
+                )
+            await self._store(batch)
         except BaseException:
             self._in_buf[:0] = batch
-            self._rc_buf[:0] = receipts
+            if rc_fut is None or not _succeeded(rc_fut):
+                # (re-applying receipts is harmless: they only move a message forward)
+                self._rc_buf[:0] = receipts
             raise
+        if rc_fut is not None:
+            try:
+                await rc_fut
+            except BaseException:
+                self._rc_buf[:0] = receipts
+                raise
 
-    async def _store(self, batch: list[IncomingMessage], receipts: list[tuple[str, str]]) -> None:
-        if receipts:
-            await self.batcher.submit(
-                store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now())
-            )
+    async def _store(self, batch: list[IncomingMessage]) -> None:
         if not batch:
             return
         # drop duplicates inside the batch itself (a redelivery racing the first copy)
@@ -285,6 +319,12 @@ class TenantPipeline:
                     self.on_lease_lost()
                     return
             if outcome.reply is not None:
+                if ok and self.engine is not None:
+                    # committed: the reply row exists, PENDING, after every earlier one
+                    reply = _Out(store.reply_wa_id(item.wa_id), item.chat, outcome.reply)
+                    self._fresh.append(reply)
+                else:
+                    self._scan = True
                 self._outbox_wake.set()
         finally:
             self._inflight.discard(item.wa_id)
@@ -326,6 +366,50 @@ class TenantPipeline:
                 self._outbox_wake.set()
 
     async def _send_pending(self, failures: dict[int, int]) -> bool:
+        """Send what is PENDING; False when the engine is gone."""
+        if self._scan:
+            self._scan = False
+            self._fresh.clear()  # all committed already: the database pass sees them
+            try:
+                if not await self._scan_pending(failures):
+                    self._scan = True
+                    return False
+            except BaseException:
+                self._scan = True
+                raise
+            if failures:
+                self._scan = True  # retry the failed rows on the next wake-up
+                return True
+        return await self._send_fresh()
+
+    async def _send_fresh(self) -> bool:
+        engine = self.engine
+        if engine is None:
+            return False
+        sent: list[str] = []
+        try:
+            while self._fresh:
+                out = self._fresh[0]
+                if out.wa_id not in self._marking:
+                    try:
+                        await engine.send_text(out.chat, out.body, out.wa_id)
+                    except NotConnected:
+                        return False
+                    except EngineError:
+                        # the database pass counts failures and keeps the order
+                        self._scan = True
+                        return True
+                    sent.append(out.wa_id)
+                self._fresh.popleft()
+                if len(sent) >= OUTBOX_BATCH:
+                    self._mark_sent([], sent)
+                    sent = []
+        finally:
+            if sent:
+                self._mark_sent([], sent)
+        return True
+
+    async def _scan_pending(self, failures: dict[int, int]) -> bool:
         """One pass over the PENDING outbox; False when the engine is gone."""
         after = 0
         while True:
@@ -339,8 +423,11 @@ class TenantPipeline:
             if not rows:
                 return True
             sent: list[int] = []
+            sent_wa: list[str] = []
             try:
                 for r in rows:
+                    if r["wa_id"] in self._marking:
+                        continue  # sent already, its SENT mark is on its way
                     try:
                         await engine.send_text(r["chat"], r["body"], r["wa_id"])
                     except NotConnected:
@@ -356,13 +443,49 @@ class TenantPipeline:
                             )
                         continue
                     sent.append(r["id"])
+                    sent_wa.append(r["wa_id"])
                     failures.pop(r["id"], None)
             finally:
                 if sent:
-                    await self.batcher.submit(
-                        store.mark_sent_fn(self.fence, sent, self.clock.now())
-                    )
-                    self.sent += len(sent)
+                    self._mark_sent(sent, sent_wa)
             after = rows[-1]["id"]
             if len(rows) < OUTBOX_BATCH:
                 return True
+
+    def _mark_sent(self, ids: list[int], wa_ids: list[str]) -> None:
+        """Queue the SENT mark of rows (by row id if known, else by wa_id) without
+        waiting for its commit: the next send need not sit behind it. Until it commits
+        the rows stay PENDING (a crash resends them under the same stable ids, which the
+        receiver records once)."""
+        self.sent += len(wa_ids)
+        self._marking.update(wa_ids)
+        now = self.clock.now()
+        write: store.MarkSent | store.MarkSentByWaId = (
+            store.mark_sent_fn(self.fence, ids, now)
+            if ids
+            else store.MarkSentByWaId(self.fence, wa_ids, now)
+        )
+        fut = self.batcher.submit_nowait(write)
+        fut.add_done_callback(lambda f: self._marked(wa_ids, f))
+
+    def _marked(self, wa_ids: list[str], fut: asyncio.Future[None]) -> None:
+        self._marking.difference_update(wa_ids)
+        if fut.cancelled() or fut.exception() is not None:
+            # Still PENDING in the database: the outbox sends them again (same ids).
+            err = None if fut.cancelled() else fut.exception()
+            self.log.warning("marking sent messages failed", count=len(wa_ids), error=repr(err))
+            self._scan = True
+            self._outbox_wake.set()
+
+
+def _succeeded(fut: asyncio.Future[Any]) -> bool:
+    """True if `fut` has committed; otherwise its outcome is consumed when it settles."""
+    if not fut.done():
+        fut.add_done_callback(_consume)
+        return False
+    return not fut.cancelled() and fut.exception() is None
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" at exit

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, bindparam, exists, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -434,9 +434,12 @@ class MarkSent(MergeableWrite):
         return [None] * len(writes)
 
 
-def _lease_groups(writes: list[MarkSent]) -> list[list[MarkSent]]:
+_Marks = TypeVar("_Marks", "MarkSent", "MarkSentByWaId")
+
+
+def _lease_groups(writes: list[_Marks]) -> list[list[_Marks]]:
     """Writes one fenced UPDATE can serve: same worker, one lease epoch per tenant."""
-    groups: list[tuple[str, dict[int, int], list[MarkSent]]] = []
+    groups: list[tuple[str, dict[int, int], list[_Marks]]] = []
     for w in writes:
         fits = (
             g
@@ -453,7 +456,7 @@ def _lease_groups(writes: list[MarkSent]) -> list[list[MarkSent]]:
     return [members for _, _, members in groups]
 
 
-def _held(group: list[MarkSent]) -> Any:
+def _held(group: Sequence[MarkSent | MarkSentByWaId]) -> Any:
     """SQL condition: the row's tenant is still leased to the group's worker at its epoch."""
     leases = list(dict.fromkeys((w.fence.tenant_id, w.fence.epoch) for w in group))
     return exists().where(
@@ -465,6 +468,42 @@ def _held(group: list[MarkSent]) -> Any:
 
 def mark_sent_fn(fence: Fence, ids: Sequence[int], now: datetime) -> MarkSent:
     return MarkSent(fence, ids, now)
+
+
+class MarkSentByWaId(MergeableWrite):
+    """MarkSent for outbox rows known by their (stable) wa_id rather than their row id:
+    the replies the pipeline sends straight from memory after completing their inbound
+    messages. Same fencing; merged per batch: one UPDATE for every tenant's rows."""
+
+    def __init__(self, fence: Fence, wa_ids: Sequence[str], now: datetime) -> None:
+        self.fence = fence
+        self.wa_ids = wa_ids
+        self.now = now
+
+    @classmethod
+    async def run_many(cls, conn: AsyncConnection, writes: list[MarkSentByWaId]) -> list[None]:
+        now = max(w.now for w in writes)
+        for group in _lease_groups(writes):
+            pairs = list(dict.fromkeys((w.fence.tenant_id, wa) for w in group for wa in w.wa_ids))
+            for start in range(0, len(pairs), _IN_CHUNK):
+                chunk = pairs[start : start + _IN_CHUNK]
+                await conn.execute(
+                    update(ML)
+                    .where(
+                        # plain INs for the (tenant, direction, wa_id) index, the row-value
+                        # IN for exactly these pairs
+                        ML.c.tenant_id.in_(sorted({t for t, _ in chunk})),
+                        ML.c.direction == MessageDirection.OUT.value,
+                        ML.c.wa_id.in_(sorted({wa for _, wa in chunk})),
+                        tuple_(ML.c.tenant_id, ML.c.wa_id).in_(chunk),
+                        ML.c.status == MessageStatus.PENDING.value,
+                        _held(group),
+                    )
+                    .values(
+                        status=MessageStatus.SENT.value, updated_at=now, attempts=ML.c.attempts + 1
+                    )
+                )
+        return [None] * len(writes)
 
 
 def mark_out_failed_fn(fence: Fence, msg_id: int, error: str, now: datetime) -> Any:
