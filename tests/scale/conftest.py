@@ -180,21 +180,23 @@ def fleet_factory(pg_migrated_url: str, tmp_path: Path) -> Iterator[Any]:
 
 
 def _link_all(fleet: Fleet, n: int) -> None:
-    """Scan every tenant's QR code at the simulator, each with its own phone number."""
-    linked: set[str] = set()
+    """Scan every tenant's QR code at the simulator, each with its own phone number — and
+    scan again whenever a tenant shows a new code (rotation), as a person would."""
+    scanned: dict[str, str] = {}
     deadline = time.monotonic() + 90
-    while len(linked) < n and time.monotonic() < deadline:
-        for r in fleet.sessions():
-            if r["slug"] in linked or r["state"] != "QR_READY" or not r["last_qr"]:
+    while time.monotonic() < deadline:
+        rows = fleet.sessions()
+        if len(rows) == n and all(r["state"] == "CONNECTED" for r in rows):
+            break
+        for r in rows:
+            qr = r["last_qr"]
+            if r["state"] != "QR_READY" or not qr or scanned.get(r["slug"]) == qr:
                 continue
             i = int(r["slug"][1:])
             resp = httpx.post(
-                f"{fleet.sim_url}/sim/scan",
-                json={"qr": r["last_qr"], "phone": phone_of(i)},
-                timeout=10,
+                f"{fleet.sim_url}/sim/scan", json={"qr": qr, "phone": phone_of(i)}, timeout=10
             )
             if resp.status_code == 200:
-                linked.add(r["slug"])
+                scanned[r["slug"]] = qr
         time.sleep(0.2)
-    assert len(linked) == n, f"linked {len(linked)}/{n}\n{fleet.logs()}"
-    fleet.wait_all_connected(timeout=60)
+    fleet.wait_all_connected(timeout=30)

@@ -93,3 +93,18 @@ def test_our_own_stops_end_the_loop_without_writing(cause: Cause) -> None:
 def test_every_cause_of_the_contract_is_decided() -> None:
     for cause, action in CAUSE_ACTIONS.items():
         assert decide(cause, "", None, manager(), NOW).action is action
+
+
+def test_rebalancing_never_moves_a_session_being_linked() -> None:
+    from wafleet.worker.supervisor import pick_hand_overs
+
+    states = {
+        1: SessionState.QR_READY,
+        2: SessionState.CONNECTING,
+        3: SessionState.CONNECTED,
+        4: SessionState.DISCONNECTED,
+        5: SessionState.CONNECTED,
+    }
+    assert pick_hand_overs(states, 5) == [4, 5, 3]  # idle first; never 1 or 2
+    assert pick_hand_overs(states, 1) == [4]
+    assert pick_hand_overs({1: SessionState.QR_READY}, 3) == []

@@ -22,7 +22,7 @@ from wafleet.db.engine import Database
 from wafleet.engines.base import CredentialStore, EngineContext
 from wafleet.engines.credentials import DbCredentialStore, FileCredentialStore
 from wafleet.logging import get_logger
-from wafleet.states import Cause
+from wafleet.states import Cause, SessionState
 from wafleet.worker import commands as cmds
 from wafleet.worker import heartbeat, leases
 from wafleet.worker.batcher import WriteBatcher
@@ -335,7 +335,11 @@ class Supervisor:
     async def _hand_over(self, excess: int) -> None:
         """Give tenants back so a newly joined worker gets its fair share: each move is a
         clean stop (drain, disconnect) BEFORE the lease is released — never overlapping."""
-        moves = sorted(self.bots)[-min(excess, MAX_MOVES_PER_ROUND) :]
+        moves = pick_hand_overs(
+            {t: b.state for t, b in self.bots.items()}, min(excess, MAX_MOVES_PER_ROUND)
+        )
+        if not moves:
+            return
         log.info("rebalancing: handing over tenants", count=len(moves))
         for tenant_id in moves:
             await self._stop_bot(tenant_id, Cause.SHUTDOWN)
@@ -402,6 +406,21 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """An abandoned heartbeat's late error was already reported as a timeout."""
     if not task.cancelled():
         task.exception()
+
+
+# A session someone is linking right now (QR shown, or the post-pairing reconnect) is
+# never moved: the pairing would be lost with the connection. Idle ones go first.
+_HAND_OVER_ORDER = {
+    SessionState.DISCONNECTED: 0,
+    SessionState.LOGGED_OUT: 0,
+    SessionState.CONNECTED: 1,
+}
+
+
+def pick_hand_overs(states: dict[int, SessionState], count: int) -> list[int]:
+    movable = [t for t, st in states.items() if st in _HAND_OVER_ORDER]
+    movable.sort(key=lambda t: (_HAND_OVER_ORDER[states[t]], -t))
+    return movable[:count]
 
 
 class _CommandListener:
