@@ -3,7 +3,7 @@ tenants stored — requests/s and p99 of each, same client, same concurrency.
 
 A real ``wafleet control-plane`` process over SQLite with N tenants, each with one member,
 a session, a lease, ``messages`` message rows and 5 timeline events (the seeding and the
-driver are those of ``bench/api_status.py``, moved here). Every status request is a
+driver). Every status request is a
 random tenant's member. The server gets one core, this client the other.
 """
 

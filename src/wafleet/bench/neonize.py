@@ -2,7 +2,7 @@
 
 Every client is created and *dialling*: its WhatsApp connection goes through a SOCKS proxy
 on a loopback listener that accepts and never answers (a black-holed route), so nothing
-leaves the machine. Two layouts (the logic of ``bench/neonize_rss.py``, moved here):
+leaves the machine. Two layouts:
 
 * ``child per tenant`` — N real engine children (``wafleet.engines.neonize.child``), one
   client each: the design the engine uses (see docs/NEONIZE.md for why);
