@@ -2,9 +2,8 @@
 tenants stored — requests/s and p99 of each, same client, same concurrency.
 
 A real ``wafleet control-plane`` process over SQLite with N tenants, each with one member,
-a session, a lease, ``messages`` message rows and 5 timeline events (the seeding and the
-driver). Every status request is a
-random tenant's member. The server gets one core, this client the other.
+a session, a lease, ``messages`` message rows and 5 timeline events. Every status request
+is made as a random tenant's member. The server gets one core, this client the other.
 """
 
 from __future__ import annotations
