@@ -96,9 +96,10 @@ class Supervisor:
         self._beat_task: asyncio.Task[set[int]] | None = None
 
     def _file_credentials(self, slug: str, tenant_id: int) -> CredentialStore:
-        if self.settings.is_postgres and self.settings.engine == "simulator":
-            # shared database: credentials move with the tenant on failover
-            return DbCredentialStore(self.db.engine, tenant_id, "simulator")
+        if self.settings.is_postgres:
+            # shared database: credentials (the simulator's token, neonize's JID — its
+            # device is in whatsmeow's tables there) move with the tenant on failover
+            return DbCredentialStore(self.db.engine, tenant_id, self.settings.engine)
         return FileCredentialStore(self.settings.sessions_dir / slug)
 
     @property

@@ -126,7 +126,12 @@ class NeonizeEngine:
                 ) from None
             conn = self._conn = Connection(child)
             conn.pump = self._spawn(self._pump(conn), f"neonize-pump:{self.ctx.tenant_slug}")
-            args = {"db": db, "uuid": self.ctx.tenant_slug, "proxy": self.proxy}
+            args: dict[str, object] = {"db": db, "uuid": self.ctx.tenant_slug, "proxy": self.proxy}
+            if self.settings.is_postgres:
+                # shared device store: resume by our own JID, or pair a new device
+                jid = store.resume_jid(await self.ctx.credentials.load())
+                args["jid"] = jid
+                args["new_device"] = jid is None
             try:
                 result = await child.request("connect", args, timeout=self.connect_timeout)
             except ChildHung:

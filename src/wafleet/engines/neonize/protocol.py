@@ -10,7 +10,8 @@ reader closes the channel; the parent then treats the child as crashed).
 
 Frames, parent → child (requests)::
 
-    {"id": 7, "op": "connect", "args": {"db": PATH, "uuid": SLUG, "proxy": URL|null}}
+    {"id": 7, "op": "connect", "args": {"db": PATH|DSN, "uuid": SLUG, "proxy": URL|null,
+                                        "jid": JID|null, "new_device": bool}}
     ops: connect, send_text {to,text,message_id}, pair_phone {phone}, logout, ping,
          shutdown {grace}
 

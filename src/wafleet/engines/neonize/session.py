@@ -98,7 +98,18 @@ class Session:
             from neonize._binder import ProxySettings
 
             proxy = ProxySettings(proxy_address=str(args["proxy"]))
-        client = NewClient(str(args["db"]), uuid=str(args["uuid"]))
+        jid = None
+        if args.get("jid"):
+            from neonize.utils.jid import build_jid
+
+            user, _, server = str(args["jid"]).partition("@")
+            jid = build_jid(user, server or "s.whatsapp.net")
+        client = NewClient(
+            str(args["db"]),
+            jid=jid,
+            uuid=str(args["uuid"]),
+            new_device=bool(args.get("new_device")),
+        )
         for ev_type in mapping.SUBSCRIBED_EVENTS:
             client.event(ev_type)(self._on_event)
         client.event.qr(self._on_qr)
