@@ -161,7 +161,10 @@ class FleetLoad:
                         self.accepted[r.json()["id"]] = text
                     else:
                         # the database is down: a clear error, never a stack trace
-                        assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
+                        assert (
+                            r.status_code == 503
+                            and r.json()["error"]["code"] == "database_unavailable"
+                        ), r.text
                         self.refused.append(text)
                 time.sleep(0.1)
 
