@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.support.docrefs import named_tests
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = (
     "Network",
@@ -19,25 +21,7 @@ SCENARIOS = (
 
 
 def test_every_named_test_exists() -> None:
-    text = (ROOT / "docs" / "TROUBLESHOOTING.md").read_text()
-    current: Path | None = None
-    named = 0
-    for token in re.findall(r"`([^`]*)`", text):
-        full = re.fullmatch(r"(tests/[\w/]+\.py)(?:::(\w+))?", token)
-        short = re.fullmatch(r"::(\w+)", token)
-        if full:
-            current = ROOT / full.group(1)
-            assert current.is_file(), token
-            name = full.group(2)
-        elif short:
-            assert current is not None, token
-            name = short.group(1)
-        else:
-            continue
-        if name:
-            assert re.search(rf"def {name}\b", current.read_text()), f"{current}::{name}"
-            named += 1
-    assert named >= 30
+    assert len(named_tests(ROOT / "docs" / "TROUBLESHOOTING.md")) >= 30
 
 
 def test_every_scenario_has_a_section_with_its_tests() -> None:
