@@ -125,8 +125,15 @@ def test_stream_sends_only_changes_then_heartbeats(stack: Stack) -> None:
 def test_stream_ends_when_the_client_goes_away(stack: Stack) -> None:
     client = login(stack.url, ALICE, PASSWORD)
     with client.stream("GET", STREAM, timeout=20) as resp:
-        next_event(sse_events(resp), "status")
+        # Keep a reference: a collected generator closes the response (and so the
+        # connection) at once, which would end the stream before the check below.
+        events = sse_events(resp)
+        next_event(events, "status")
+        for name, _ in events:  # the stream outlives its first event
+            if name == "ping":
+                break
         assert stack.ctx.open_streams == 1
+        events.close()
     client.close()
     wait_until(lambda: stack.ctx.open_streams == 0, timeout=10, what="the stream loop to end")
 
@@ -156,7 +163,8 @@ def test_stream_reports_control_plane_outage_and_recovers(stack: Stack) -> None:
 def test_stream_stops_at_portal_shutdown(stack: Stack) -> None:
     client = login(stack.url, ALICE, PASSWORD)
     with client.stream("GET", STREAM, timeout=20) as resp:
-        next_event(sse_events(resp), "status")
+        events = sse_events(resp)  # held open: see test_stream_ends_when_the_client_goes_away
+        next_event(events, "status")
         stack.portal.stop()
         # the open stream did not keep the server from stopping, and its loop has ended
         assert not stack.portal.thread.is_alive()
