@@ -74,7 +74,12 @@ async def test_merged_inserts_report_new_messages_to_their_own_write(db: Any) ->
         batcher.submit(store.insert_inbound_fn(inbound(2, 2), NOW)),
         batcher.submit(store.insert_inbound_fn(inbound(1, 1), NOW)),
     )
-    assert results == [{(1, "m0"), (1, "m1"), (1, "m2")}, {(2, "m0"), (2, "m1")}, set()]
+    assert [r.new for r in results] == [
+        {(1, "m0"), (1, "m1"), (1, "m2")},
+        {(2, "m0"), (2, "m1")},
+        set(),
+    ]
+    assert all(r.completed == set() for r in results)  # nothing was decided
     assert len(await rows(database)) == 5
 
 
@@ -182,3 +187,41 @@ async def test_merged_session_writes_keep_each_tenants_order_and_fence(db: Any) 
         (2, "CONNECTING", 3),
         (1, "CONNECTED", 3),
     ]
+
+
+async def test_decided_outcomes_commit_with_their_new_messages_under_the_fence(db: Any) -> None:
+    database, batcher = db
+    await batcher.submit(store.insert_inbound_fn(inbound(1, 1), NOW))  # m0 stored before
+    ok1, stale2 = store.Fence(W, 1, 3), store.Fence(W, 2, 2)
+
+    def decided(fence: store.Fence, n: int) -> dict[str, store.Outcome]:
+        return {
+            f"m{i}": store.Outcome(fence.tenant_id, f"m{i}", "+1555", f"re{i}" if i else None)
+            for i in range(n)
+        }
+
+    results = await asyncio.gather(
+        batcher.submit(
+            store.insert_inbound_fn(inbound(1, 3), NOW, fence=ok1, decided=decided(ok1, 3))
+        ),
+        batcher.submit(
+            store.insert_inbound_fn(inbound(2, 2), NOW, fence=stale2, decided=decided(stale2, 2))
+        ),
+    )
+    # m0 of tenant 1 was not new: its (RECEIVED) row is left to whoever queued it
+    assert results[0].new == {(1, "m1"), (1, "m2")}
+    assert results[0].completed == {(1, "m1"), (1, "m2")}
+    # an old epoch stores the messages (they must not be lost) but decides nothing
+    assert results[1].new == {(2, "m0"), (2, "m1")}
+    assert results[1].completed == set()
+    r = await rows(database)
+    assert r[(1, "in", "m0")]["status"] == "RECEIVED"
+    assert r[(1, "in", "m1")]["status"] == r[(1, "in", "m2")]["status"] == "PROCESSED"
+    assert (r[(2, "in", "m0")]["status"], r[(2, "in", "m1")]["status"]) == ("RECEIVED",) * 2
+    assert sorted(k for k in r if k[1] == "out") == [(1, "out", "R-m1"), (1, "out", "R-m2")]
+
+
+def test_decided_outcomes_without_a_fence_are_refused() -> None:
+    outcome = store.Outcome(1, "m0", "+1555", "re")
+    with pytest.raises(ValueError, match="fence"):
+        store.insert_inbound_fn(inbound(1, 1), NOW, decided={"m0": outcome})

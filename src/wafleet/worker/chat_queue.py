@@ -97,6 +97,10 @@ class ChatQueueManager(Generic[T]):
     def idle(self) -> bool:
         return not self._queues
 
+    def busy(self, chat: str) -> bool:
+        """True while ``chat`` has an item queued or being handled."""
+        return chat in self._queues
+
     async def drain(self, timeout: float) -> bool:
         """Stop intake and wait up to ``timeout`` for in-flight items. True if drained."""
         self._closed = True

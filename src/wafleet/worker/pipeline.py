@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +32,9 @@ from wafleet.worker.store import Fence, Inbound, Outcome
 from wafleet.worker.webhook import WebhookClient, WebhookFailed, WebhookMessage
 
 OUTBOX_BATCH = 200
+# Replies sent before waiting for the engine's answers: one round trip per window instead
+# of one per message (a tenant's outbox was bound by the round trip, measured by bench).
+SEND_WINDOW = 64
 SWEEP_BATCH = 500
 MAX_SEND_FAILURES = 5
 
@@ -214,11 +217,12 @@ class TenantPipeline:
         unique: dict[str, IncomingMessage] = {}
         for ev in batch:
             unique.setdefault(ev.id, ev)
-        items = [
-            Inbound(self.fence.tenant_id, ev.id, ev.chat, ev.sender, ev.text, ev.at)
-            for ev in unique.values()
-        ]
-        new = await self.batcher.submit(store.insert_inbound_fn(items, self.clock.now()))
+        tid = self.fence.tenant_id
+        items = [Inbound(tid, ev.id, ev.chat, ev.sender, ev.text, ev.at) for ev in unique.values()]
+        decided = self._decide_early(unique.values())
+        stored = await self.batcher.submit(
+            store.insert_inbound_fn(items, self.clock.now(), fence=self.fence, decided=decided)
+        )
         # Stored (or already stored before): now WhatsApp may forget them.
         engine = self.ack_engine
         for ev in unique.values():
@@ -227,9 +231,14 @@ class TenantPipeline:
                     await engine.ack(ev.id)
                 except (EngineError, ConnectionError, OSError):
                     break  # unacked messages are redelivered after the reconnect
-        self.received += len(new)
+        self.received += len(stored.new)
         for ev in unique.values():
-            if (self.fence.tenant_id, ev.id) in new:
+            key = (tid, ev.id)
+            if key in stored.completed:
+                self._replied(ev.id, ev.chat, decided[ev.id].reply, committed=True)
+            elif key in stored.new:
+                # (a decided message whose completion the fence refused goes this way
+                # too: its processing finds the lease gone)
                 self._enqueue_new(_Item(ev.id, ev.chat, ev.sender, ev.text, ev.at))
             elif ev.id not in self._inflight:
                 # Stored before but not queued here: a redelivery of a message that may
@@ -237,6 +246,27 @@ class TenantPipeline:
                 # start-up sweep). Let the sweep look; its chat queues behind it.
                 self._deferred_chats.add(ev.chat)
                 self._deferred_event.set()
+
+    def _decide_early(self, events: Iterable[IncomingMessage]) -> dict[str, Outcome]:
+        """Outcomes that can commit with the messages themselves: a rule answers (or no
+        webhook is set), and nothing older of the chat is queued, deferred or undecided,
+        so answering now keeps the chat's order. The rest go through the chat queues."""
+        if self._holding:
+            return {}
+        decided: dict[str, Outcome] = {}
+        later: set[str] = set()  # chats with an earlier message that is not decided
+        tid = self.fence.tenant_id
+        for ev in events:
+            chat = ev.chat
+            if chat in later or chat in self._deferred_chats or self.queues.busy(chat):
+                later.add(chat)
+                continue
+            reply = self.matcher.reply_for(ev.text, ev.sender, chat)
+            if reply is None and self.config.webhook is not None:
+                later.add(chat)
+                continue
+            decided[ev.id] = Outcome(tid, ev.id, chat, reply)
+        return decided
 
     def _enqueue_new(self, item: _Item) -> None:
         """A just-stored message: queue it, unless older ones of its chat wait in the DB."""
@@ -318,16 +348,20 @@ class TenantPipeline:
                 if not await self._lease_still_ours():
                     self.on_lease_lost()
                     return
-            if outcome.reply is not None:
-                if ok and self.engine is not None:
-                    # committed: the reply row exists, PENDING, after every earlier one
-                    reply = _Out(store.reply_wa_id(item.wa_id), item.chat, outcome.reply)
-                    self._fresh.append(reply)
-                else:
-                    self._scan = True
-                self._outbox_wake.set()
+            self._replied(item.wa_id, item.chat, outcome.reply, committed=ok)
         finally:
             self._inflight.discard(item.wa_id)
+
+    def _replied(self, wa_id: str, chat: str, reply: str | None, *, committed: bool) -> None:
+        """An outcome was stored: have the outbox send its reply, if any."""
+        if reply is None:
+            return
+        if committed and self.engine is not None:
+            # committed: the reply row exists, PENDING, after every earlier one
+            self._fresh.append(_Out(store.reply_wa_id(wa_id), chat, reply))
+        else:
+            self._scan = True
+        self._outbox_wake.set()
 
     async def _decide(self, item: _Item) -> Outcome:
         tid = self.fence.tenant_id
@@ -386,27 +420,22 @@ class TenantPipeline:
         engine = self.engine
         if engine is None:
             return False
-        sent: list[str] = []
-        try:
-            while self._fresh:
-                out = self._fresh[0]
+        while self._fresh:
+            window: list[_Out] = []
+            while self._fresh and len(window) < SEND_WINDOW:
+                out = self._fresh.popleft()
                 if out.wa_id not in self._marking:
-                    try:
-                        await engine.send_text(out.chat, out.body, out.wa_id)
-                    except NotConnected:
-                        return False
-                    except EngineError:
-                        # the database pass counts failures and keeps the order
-                        self._scan = True
-                        return True
-                    sent.append(out.wa_id)
-                self._fresh.popleft()
-                if len(sent) >= OUTBOX_BATCH:
-                    self._mark_sent([], sent)
-                    sent = []
-        finally:
+                    window.append(out)
+            results = await _send_window(engine, [(o.chat, o.body, o.wa_id) for o in window])
+            sent = [o.wa_id for o, err in zip(window, results, strict=True) if err is None]
             if sent:
                 self._mark_sent([], sent)
+            if any(err is not None for err in results):
+                # What did not go stays PENDING: the database pass resends it in order
+                # (and counts its failures); memory may no longer hold everything.
+                self._fresh.clear()
+                self._scan = True
+                return not any(isinstance(err, NotConnected) for err in results)
         return True
 
     async def _scan_pending(self, failures: dict[int, int]) -> bool:
@@ -422,32 +451,29 @@ class TenantPipeline:
                 )
             if not rows:
                 return True
-            sent: list[int] = []
-            sent_wa: list[str] = []
-            try:
-                for r in rows:
-                    if r["wa_id"] in self._marking:
-                        continue  # sent already, its SENT mark is on its way
-                    try:
-                        await engine.send_text(r["chat"], r["body"], r["wa_id"])
-                    except NotConnected:
-                        return False
-                    except EngineError as err:
-                        n = failures[r["id"]] = failures.get(r["id"], 0) + 1
-                        if n >= MAX_SEND_FAILURES:
-                            failures.pop(r["id"], None)
-                            await self.batcher.submit(
-                                store.mark_out_failed_fn(
-                                    self.fence, r["id"], f"send failed: {err}", self.clock.now()
-                                )
-                            )
+            todo = [r for r in rows if r["wa_id"] not in self._marking]  # else: mark on its way
+            for start in range(0, len(todo), SEND_WINDOW):
+                window = todo[start : start + SEND_WINDOW]
+                results = await _send_window(
+                    engine, [(r["chat"], r["body"], r["wa_id"]) for r in window]
+                )
+                ok = [r for r, err in zip(window, results, strict=True) if err is None]
+                if ok:
+                    self._mark_sent([r["id"] for r in ok], [r["wa_id"] for r in ok])
+                for r, err in zip(window, results, strict=True):
+                    if err is None:
+                        failures.pop(r["id"], None)
                         continue
-                    sent.append(r["id"])
-                    sent_wa.append(r["wa_id"])
-                    failures.pop(r["id"], None)
-            finally:
-                if sent:
-                    self._mark_sent(sent, sent_wa)
+                    if isinstance(err, NotConnected):
+                        return False
+                    n = failures[r["id"]] = failures.get(r["id"], 0) + 1
+                    if n >= MAX_SEND_FAILURES:
+                        failures.pop(r["id"], None)
+                        await self.batcher.submit(
+                            store.mark_out_failed_fn(
+                                self.fence, r["id"], f"send failed: {err}", self.clock.now()
+                            )
+                        )
             after = rows[-1]["id"]
             if len(rows) < OUTBOX_BATCH:
                 return True
@@ -476,6 +502,23 @@ class TenantPipeline:
             self.log.warning("marking sent messages failed", count=len(wa_ids), error=repr(err))
             self._scan = True
             self._outbox_wake.set()
+
+
+async def _send_window(
+    engine: Engine, messages: list[tuple[str, str, str]]
+) -> list[EngineError | None]:
+    """Send (chat, text, id) messages without waiting for each answer in turn: engines
+    put concurrent sends on the wire in call order (see `Engine.send_text`), so a chat's
+    replies stay in order while the round trips overlap. One result per message: None
+    when sent, else the `EngineError` (`NotConnected` included) it failed with."""
+    results = await asyncio.gather(
+        *(engine.send_text(chat, text, wa_id) for chat, text, wa_id in messages),
+        return_exceptions=True,
+    )
+    for res in results:
+        if isinstance(res, BaseException) and not isinstance(res, EngineError):
+            raise res  # not a send failure: a bug or a cancellation, surface it
+    return cast(list[EngineError | None], results)
 
 
 def _succeeded(fut: asyncio.Future[Any]) -> bool:

@@ -8,7 +8,7 @@ Write functions return booleans instead of raising, so they can share a batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -194,14 +194,38 @@ class Inbound:
     at: datetime
 
 
-class InsertInbound(MergeableWrite):
-    """Store inbound messages; returns the (tenant id, wa_id) pairs that were NEW
-    (duplicates skipped). Merged per batch: one multi-row INSERT for every tenant's
-    messages; a message new to the database counts as new for the first write holding it."""
+@dataclass(frozen=True)
+class Stored:
+    """What storing a write's inbound messages did: the (tenant id, wa_id) pairs that were
+    new (duplicates skipped), and among them those whose decided outcome also committed."""
 
-    def __init__(self, items: Sequence[Inbound], now: datetime) -> None:
+    new: set[tuple[int, str]]
+    completed: set[tuple[int, str]]
+
+
+class InsertInbound(MergeableWrite):
+    """Store inbound messages. Merged per batch: one multi-row INSERT for every tenant's
+    messages; a message new to the database counts as new for the first write holding it.
+
+    ``decided`` holds outcomes the bot could compute before storing (a rule's answer):
+    those of new messages are completed in the same transaction, through
+    `CompleteInbound` (so fenced by ``fence``) — one commit on such a message's path
+    instead of two. A completion the fence refuses leaves its message RECEIVED."""
+
+    def __init__(
+        self,
+        items: Sequence[Inbound],
+        now: datetime,
+        *,
+        fence: Fence | None = None,
+        decided: Mapping[str, Outcome] | None = None,
+    ) -> None:
+        if decided and fence is None:
+            raise ValueError("decided outcomes need the lease fence")
         self.items = items
         self.now = now
+        self.fence = fence
+        self.decided = decided or {}
 
     def rows(self) -> list[dict[str, Any]]:
         now = self.now
@@ -222,9 +246,7 @@ class InsertInbound(MergeableWrite):
         ]
 
     @classmethod
-    async def run_many(
-        cls, conn: AsyncConnection, writes: list[InsertInbound]
-    ) -> list[set[tuple[int, str]]]:
+    async def run_many(cls, conn: AsyncConnection, writes: list[InsertInbound]) -> list[Stored]:
         rows = [r for w in writes for r in w.rows()]
         new: set[tuple[int, str]] = set()
         if rows:
@@ -235,16 +257,35 @@ class InsertInbound(MergeableWrite):
             )
             res = await conn.execute(stmt, rows)
             new = {(int(r[0]), str(r[1])) for r in res.all()}
-        results: list[set[tuple[int, str]]] = []
+        results: list[Stored] = []
+        completions: list[tuple[Stored, CompleteInbound]] = []
         for w in writes:
             mine = {(m.tenant_id, m.wa_id) for m in w.items} & new
             new -= mine
-            results.append(mine)
+            stored = Stored(mine, set())
+            results.append(stored)
+            if w.fence is not None:
+                completions += [
+                    (stored, CompleteInbound(w.fence, outcome, w.now))
+                    for wa_id, outcome in w.decided.items()
+                    if (w.fence.tenant_id, wa_id) in mine
+                ]
+        if completions:
+            done = await CompleteInbound.run_many(conn, [c for _, c in completions])
+            for (stored, c), ok in zip(completions, done, strict=True):
+                if ok:
+                    stored.completed.add((c.outcome.tenant_id, c.outcome.inbound_wa_id))
         return results
 
 
-def insert_inbound_fn(items: Sequence[Inbound], now: datetime) -> InsertInbound:
-    return InsertInbound(items, now)
+def insert_inbound_fn(
+    items: Sequence[Inbound],
+    now: datetime,
+    *,
+    fence: Fence | None = None,
+    decided: Mapping[str, Outcome] | None = None,
+) -> InsertInbound:
+    return InsertInbound(items, now, fence=fence, decided=decided)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""TenantPipeline: rule answers commit with their message (one transaction, no chat
+queue), yet a chat's order holds when an older message of it waits for a webhook; the
+outbox overlaps its sends and still delivers each chat's replies in order."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import select
+
+from tests.worker.conftest import WORKER, BotHarness
+from tests.worker.test_bot import until
+from wafleet.db.models import MessageLog
+from wafleet.engines.base import EngineContext, EngineEvent
+from wafleet.worker.pipeline import SEND_WINDOW, TenantPipeline
+from wafleet.worker.rules import BotConfig
+from wafleet.worker.store import Fence
+from wafleet.worker.webhook import WebhookMessage
+
+
+class GatedWebhooks:
+    """Answers every webhook call once the test opens the gate (a fake, not a mock)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: list[str] = []
+
+    async def deliver(self, hook: Any, msg: WebhookMessage) -> str | None:
+        self.calls.append(msg.id)
+        await self.gate.wait()
+        return f"hook: {msg.text}"
+
+
+async def started_pipeline(h: BotHarness, webhooks: Any, config: BotConfig) -> TenantPipeline:
+    pipe = TenantPipeline(
+        slug="acme",
+        fence=Fence(WORKER, h.tenant_id, 1),
+        batcher=h.deps.batcher,
+        clock=h.clock,
+        webhooks=webhooks,
+        chat_queue_max=10,
+        on_lease_lost=lambda: None,
+    )
+    pipe.set_config(config)
+    await h.creds.save(b"+15550001")
+    engine = h.world.factory()(_ctx(h))
+    await engine.connect()
+    pipe.ack_engine = engine
+    pipe.start()
+    pipe.connected(engine)
+    await until(lambda: not pipe._holding, "the start-up sweep")
+    return pipe
+
+
+def _ctx(h: BotHarness) -> EngineContext:
+    async def sink(ev: EngineEvent) -> None:
+        del ev  # the pipeline is driven directly here; the bot's events don't matter
+
+    return EngineContext("acme", h.deps.sessions_dir, h.creds, sink)
+
+
+async def test_rule_answers_skip_the_chat_queue_but_wait_behind_a_webhook_of_their_chat(
+    harness: BotHarness,
+) -> None:
+    h = harness
+    hooks = GatedWebhooks()
+    config = BotConfig.model_validate(
+        {
+            "rules": [{"match": "keyword", "pattern": "hours", "reply": "9 to 5"}],
+            "webhook": {"url": "http://127.0.0.1:9/hook", "secret": "s"},
+        }
+    )
+    pipe = await started_pipeline(h, hooks, config)
+    try:
+        first = h.world.message("+1000", "a question for the hook")
+        behind = h.world.message("+1000", "hours?")  # answerable, but its chat waits
+        other = h.world.message("+2000", "hours?")  # another chat: answered at once
+        for m in (first, behind, other):
+            pipe.on_incoming(m)
+        await until(lambda: len(h.world.sent) == 1, "the other chat's rule answer")
+        assert h.world.sent[0] == ("+2000", "9 to 5", f"R-{other.id}")
+        assert hooks.calls == [first.id]
+        # only the chat waiting for its webhook went through the chat queue
+        assert pipe.queues.metrics.enqueued == 2
+        hooks.gate.set()
+        await until(lambda: len(h.world.sent) == 3, "the webhook chat's replies")
+        assert [s[2] for s in h.world.sent[1:]] == [f"R-{first.id}", f"R-{behind.id}"]
+        assert {first.id, behind.id, other.id} <= h.world.acked
+    finally:
+        await pipe.stop(drain_timeout=1)
+
+
+async def test_outbox_sends_many_windows_in_each_chats_order(harness: BotHarness) -> None:
+    h = harness
+    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
+    pipe = await started_pipeline(h, GatedWebhooks(), config)
+    try:
+        n = SEND_WINDOW * 3 + 5
+        sent_in: dict[str, list[str]] = {"+1000": [], "+2000": []}
+        for i in range(n):
+            chat = "+1000" if i % 3 else "+2000"
+            m = h.world.message(chat, f"n{i}")
+            sent_in[chat].append(f"R-{m.id}")
+            pipe.on_incoming(m)
+        await until(lambda: len(h.world.sent) == n, "every reply")
+        for chat, expected in sent_in.items():
+            assert [s[2] for s in h.world.sent if s[0] == chat] == expected
+        await until(lambda: not pipe._marking, "the SENT marks")
+        async with h.db.session() as s:
+            res = await s.execute(select(MessageLog.status).where(MessageLog.direction == "out"))
+            assert sorted(res.scalars().all()) == ["SENT"] * n
+    finally:
+        await pipe.stop(drain_timeout=1)
