@@ -22,7 +22,7 @@ from wafleet.engines.base import (
     TemporaryBan,
 )
 from wafleet.states import Cause, SessionState
-from wafleet.worker.bot import Request
+from wafleet.worker.bot_requests import Request
 
 
 async def until(pred: Callable[[], Any], what: str, timeout: float = 5.0) -> None:

@@ -3,8 +3,10 @@
 One run loop per tenant (so never two connects in flight): connect → serve until the
 connection ends → classify the cause → act as the contract's table says (retry with
 backoff, park until the user re-links, park for an operator, wait out a ban, or stop).
-Every state change goes through `_transition`, which checks the transition table,
-persists the session row (fenced by the lease) and appends to the connection timeline.
+The connection itself (the engine, connecting, its events) is an `EngineConnection`;
+what a user request does is `bot_requests.plan`. Every state change goes through the
+`SessionRecorder`, which checks the transition table, persists the session row (fenced
+by the lease) and appends to the connection timeline.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,47 +23,23 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from wafleet.config import Settings
-from wafleet.engines.base import (
-    Connected,
-    ConnectFailed,
-    ConnectionLost,
-    CredentialStore,
-    Engine,
-    EngineContext,
-    EngineError,
-    EngineEvent,
-    IncomingMessage,
-    KeepAliveRestored,
-    KeepAliveTimeout,
-    PairCode,
-    PairSuccess,
-    QrCode,
-    Receipt,
-    TemporaryBan,
-)
+from wafleet.engines.base import CredentialStore
 from wafleet.logging import get_logger
-from wafleet.states import Action, Cause, SessionState, TenantStatus, action_for
-from wafleet.worker import store
+from wafleet.states import Cause, SessionState, TenantStatus
+from wafleet.worker import bot_requests, store
 from wafleet.worker.batcher import WriteBatcher
+from wafleet.worker.bot_requests import Request
 from wafleet.worker.clock import Clock
+from wafleet.worker.engine_connection import ConnectAbandoned, EngineConnection, EngineFactory, Lost
 from wafleet.worker.pipeline import TenantPipeline
 from wafleet.worker.reconnect import BackoffPolicy, ReconnectManager
-from wafleet.worker.recovery import decide
+from wafleet.worker.recovery import decide, disconnect_fields
 from wafleet.worker.rules import BotConfig
 from wafleet.worker.session_recorder import SessionRecorder
 from wafleet.worker.store import Fence
 from wafleet.worker.webhook import WebhookClient
 
-CONNECT_TIMEOUT = 45.0
-UNKNOWN_BAN_WAIT = timedelta(hours=1)
-EngineFactory = Callable[[EngineContext], Engine]
 CredentialFactory = Callable[[str, int], CredentialStore]
-
-
-class Request(StrEnum):
-    RESTART = "restart"
-    RELINK = "relink"
-    LOGOUT = "logout"
 
 
 @dataclass
@@ -79,13 +56,6 @@ class BotDeps:
     # False while the supervisor could not renew leases recently (e.g. the process was
     # paused): the local view of ownership is not trustworthy, so no bot may connect.
     lease_fresh: Callable[[], bool] = lambda: True
-
-
-@dataclass
-class _Lost:
-    cause: Cause
-    detail: str = ""
-    expires_at: datetime | None = None
 
 
 @dataclass
@@ -127,10 +97,21 @@ class TenantBot:
             chat_queue_max=deps.settings.chat_queue_max,
             on_lease_lost=self._lease_lost,
         )
-        self.engine: Engine | None = None
+        self.connection = EngineConnection(
+            slug=slug,
+            session_dir=deps.sessions_dir / slug,
+            credentials=self.credentials,
+            engine_factory=deps.engine_factory,
+            connect_limiter=deps.connect_limiter,
+            session=self.session,
+            pipeline=self.pipeline,
+            reconnect=self.reconnect,
+            clock=deps.clock,
+            load_config=self._load_config,
+            log=self.log,
+        )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._lost: asyncio.Future[_Lost] | None = None
         self._requests: list[Request] = []
         self._parked = False
         self._not_before: datetime | None = None
@@ -154,21 +135,19 @@ class TenantBot:
         if self._stop_cause is None:
             self._stop_cause = cause
         self._wake.set()
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(_Lost(cause))
+        self.connection.end(Lost(cause))
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        await self._close_engine()
+        await self.connection.close()
 
     def request(self, req: Request) -> None:
         self._requests.append(req)
         self._wake.set()
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(_Lost(Cause.SHUTDOWN, f"{req.value} requested"))
+        self.connection.end(Lost(Cause.SHUTDOWN, f"{req.value} requested"))
 
     def reload_config(self) -> None:
         self._config_version = -1
@@ -179,25 +158,11 @@ class TenantBot:
         self.pipeline.wake_outbox()
 
     def pair_phone(self, phone: str) -> None:
-        """Pairing by phone number instead of QR: ask the engine for the code to type on
-        the phone, and publish it on the session row (``pair_code``)."""
-        task = asyncio.create_task(self._pair_phone(phone), name=f"pair-phone:{self.slug}")
+        """Pairing by phone number instead of QR (see `EngineConnection.pair_phone`)."""
+        task = asyncio.create_task(
+            self.connection.pair_phone(phone), name=f"pair-phone:{self.slug}"
+        )
         task.add_done_callback(_log_task_error)
-
-    async def _pair_phone(self, phone: str) -> None:
-        engine = self.engine
-        if engine is None or self.state is not SessionState.QR_READY:
-            await self._record(
-                "pair_code_refused",
-                detail=f"pairing by phone needs a session waiting for a link (now {self.state})",
-            )
-            return
-        try:
-            code = await engine.pair_phone(phone)
-        except (EngineError, OSError) as err:
-            await self._record("pair_code_refused", detail=f"{err.__class__.__name__}: {err}")
-            return
-        await self._record("pair_code", detail=f"pairing code issued for {phone}", pair_code=code)
 
     def snapshot(self) -> BotSnapshot:
         return BotSnapshot(
@@ -206,6 +171,10 @@ class TenantBot:
             self.state is SessionState.CONNECTED,
             self.pipeline.queue_depth,
         )
+
+    @property
+    def state(self) -> SessionState:
+        return self.session.state
 
     @property
     def parked(self) -> bool:
@@ -217,8 +186,7 @@ class TenantBot:
             self.log.warning("lease lost: stopping without further writes")
             self._stop_cause = Cause.LEASE_LOST
             self._wake.set()
-            if self._lost is not None and not self._lost.done():
-                self._lost.set_result(_Lost(Cause.LEASE_LOST))
+            self.connection.end(Lost(Cause.LEASE_LOST))
 
     # ------------------------------------------------------------------ run loop
     async def _run_guarded(self) -> None:
@@ -285,7 +253,7 @@ class TenantBot:
             self._parked = True
         elif self.state is not SessionState.DISCONNECTED:
             # CONNECTING/QR_READY/CONNECTED left by a previous process: not true anymore.
-            await self._transition(SessionState.DISCONNECTED, kind="restored")
+            await self.session.transition(SessionState.DISCONNECTED, kind="restored")
         ban = row.get("ban_expires_at")
         if ban is not None and ban > self.clock.now():
             self._not_before = ban
@@ -306,18 +274,6 @@ class TenantBot:
         self._config_version = tenant["config_version"]
 
     # ------------------------------------------------------------------ connecting
-    def _ensure_engine(self) -> Engine:
-        if self.engine is None:
-            ctx = EngineContext(
-                tenant_slug=self.slug,
-                session_dir=self.deps.sessions_dir / self.slug,
-                credentials=self.credentials,
-                sink=self._on_event,
-            )
-            self.engine = self.deps.engine_factory(ctx)
-            self.pipeline.ack_engine = self.engine
-        return self.engine
-
     async def _may_connect(self) -> bool:
         """Never (re)connect on a stale lease: two clients on one account make WhatsApp
         replace the session."""
@@ -335,108 +291,31 @@ class TenantBot:
             return False
         return True
 
-    async def _connect_and_serve(self) -> _Lost | None:
+    async def _connect_and_serve(self) -> Lost | None:
         if not await self._may_connect():
             if self._stop_cause is None and not self.lease_lost:
                 await self._wait_wake(self.deps.settings.heartbeat_interval)
             return None
-        engine = self._ensure_engine()
-        loop = asyncio.get_running_loop()
-        self._lost = loop.create_future()
-        await self._transition(SessionState.CONNECTING)
-        async with self.deps.connect_limiter:
-            if self._stop_cause is not None or self._requests:
-                return None
-            connecting = asyncio.create_task(
-                asyncio.wait_for(engine.connect(), CONNECT_TIMEOUT), name=f"connect:{self.slug}"
-            )
-            either: list[asyncio.Future[Any]] = [connecting, self._lost]
-            try:
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not connecting.done() and (
-                    self._stop_cause is not None or self._requests or not self._lost.done()
-                ):
-                    # Stop, lease loss or a user request while connecting: a dead server
-                    # can leave connect() hanging for its whole timeout; don't wait it out.
-                    connecting.cancel()
-                    await asyncio.gather(connecting, return_exceptions=True)
-            if connecting.cancelled():
-                return None
-            try:
-                await connecting
-            except ConnectFailed as err:
-                return _Lost(err.cause, err.detail, err.expires_at)
-            except TimeoutError:
-                await self._close_engine()
-                return _Lost(Cause.NETWORK, f"connect timed out after {CONNECT_TIMEOUT:g}s")
-            except (EngineError, OSError) as err:
-                await self._close_engine()
-                return _Lost(Cause.NETWORK, f"{err.__class__.__name__}: {err}")
-        lost = await self._lost
+        try:
+            failed = await self.connection.connect(abandon=self._abandoning)
+        except ConnectAbandoned:
+            return None
+        if failed is not None:
+            return failed
+        lost = await self.connection.ended()
         if lost.cause in (Cause.SHUTDOWN, Cause.LEASE_LOST, Cause.PAUSED) or self._requests:
             # We are the ones ending it: close without a lost-connection classification.
-            with contextlib.suppress(EngineError, OSError):
-                await engine.disconnect()
-            await self.pipeline.disconnected()
+            await self.connection.disconnect()
             return None
         await self.pipeline.disconnected()
         return lost
 
-    async def _on_event(self, ev: EngineEvent) -> None:
-        try:
-            await self._dispatch(ev)
-        except Exception:
-            self.log.exception("handling engine event failed", event=type(ev).__name__)
-
-    async def _dispatch(self, ev: EngineEvent) -> None:
-        now = self.clock.now()
-        if isinstance(ev, IncomingMessage):
-            self.pipeline.on_incoming(ev)
-        elif isinstance(ev, Receipt):
-            self.pipeline.on_receipt(ev)
-        elif isinstance(ev, QrCode):
-            await self._transition(
-                SessionState.QR_READY,
-                kind="qr",
-                last_qr=ev.code,
-                last_qr_at=now,
-                qr_expires_at=ev.expires_at,
-            )
-        elif isinstance(ev, PairSuccess):
-            await self._record("paired", detail=f"linked to {ev.phone}", phone=ev.phone, jid=ev.jid)
-        elif isinstance(ev, PairCode):
-            await self._record("pair_code", detail="pairing code issued", pair_code=ev.code)
-        elif isinstance(ev, Connected):
-            self.reconnect.reset()
-            await self._transition(
-                SessionState.CONNECTED,
-                phone=ev.phone,
-                jid=ev.jid or None,
-                connected_since=now,
-                last_seen_at=now,
-                last_qr=None,
-                qr_expires_at=None,
-                pair_code=None,
-                reconnect_active=False,
-                reconnect_attempt=0,
-                next_retry_at=None,
-                ban_expires_at=None,
-            )
-            await self._load_config()
-            assert self.engine is not None
-            self.pipeline.connected(self.engine)
-        elif isinstance(ev, KeepAliveTimeout):
-            await self._record("keepalive_timeout", detail="pings unanswered")
-        elif isinstance(ev, KeepAliveRestored):
-            await self._record("keepalive_restored")
-        elif isinstance(ev, ConnectionLost):
-            if self._lost is not None and not self._lost.done():
-                expires = ev.expires_at if isinstance(ev, TemporaryBan) else None
-                self._lost.set_result(_Lost(ev.cause, ev.detail, expires))
+    def _abandoning(self) -> bool:
+        """Stopping, or a user request waits: give up the connection attempt."""
+        return self._stop_cause is not None or bool(self._requests)
 
     # ------------------------------------------------------------------ classification
-    async def _handle_lost(self, lost: _Lost) -> None:
+    async def _handle_lost(self, lost: Lost) -> None:
         rec = decide(lost.cause, lost.detail, lost.expires_at, self.reconnect, self.clock.now())
         self.log.info(
             "disconnected", cause=lost.cause.value, action=rec.action.value, detail=lost.detail
@@ -448,8 +327,8 @@ class TenantBot:
         self._not_before = rec.retry_at
         if rec.wipe_credentials:
             await self.credentials.wipe()
-            await self._close_engine()
-        await self._transition(
+            await self.connection.close()
+        await self.session.transition(
             rec.target,
             kind="disconnect",
             cause=lost.cause,
@@ -461,74 +340,38 @@ class TenantBot:
     # ------------------------------------------------------------------ requests
     async def _apply_request(self, req: Request) -> None:
         self.log.info("applying request", request=req.value)
-        await self._disconnect_engine()
+        await self.connection.disconnect()
         self.reconnect.reset()
         self._not_before = None
         self._parked = False
-        reset: dict[str, Any] = {
-            "reconnect_active": False,
-            "reconnect_attempt": 0,
-            "next_retry_at": None,
-            "ban_expires_at": None,
-            "last_qr": None,
-            "qr_expires_at": None,
-            "connected_since": None,
-        }
-        active = {"status": TenantStatus.ACTIVE.value, "error_message": None}
-        if req is Request.RESTART:
-            await self._transition(
-                SessionState.DISCONNECTED, kind="restart", tenant=active, **reset
-            )
-        elif req is Request.RELINK:
+        todo = bot_requests.plan(req, self.clock.now())
+        if todo.logout:
+            await self.connection.logout()
+        if todo.wipe_credentials:
             await self.credentials.wipe()
-            await self._close_engine()
-            await self._transition(
-                SessionState.DISCONNECTED, kind="relink", tenant=active, phone=None, **reset
-            )
-        elif req is Request.LOGOUT:
-            if self.engine is not None:
-                with contextlib.suppress(EngineError, OSError):
-                    await self.engine.logout()
-            await self.credentials.wipe()
-            await self._close_engine()
-            self._parked = True
-            await self._transition(
-                SessionState.LOGGED_OUT,
-                kind="logout",
-                cause=Cause.LOGGED_OUT,
-                detail="logged out by request",
-                last_disconnect_cause=Cause.LOGGED_OUT.value,
-                last_disconnect_action=Action.NEEDS_LINK.value,
-                last_disconnect_at=self.clock.now(),
-                last_disconnect_detail="logged out by request",
-                **reset,
-            )
-
-    async def _disconnect_engine(self) -> None:
-        if self.engine is not None:
-            with contextlib.suppress(EngineError, OSError):
-                await self.engine.disconnect()
-        await self.pipeline.disconnected()
-
-    async def _close_engine(self) -> None:
-        engine, self.engine = self.engine, None
-        self.pipeline.ack_engine = None
-        if engine is not None:
-            with contextlib.suppress(EngineError, OSError):
-                await engine.close()
+            await self.connection.close()
+        self._parked = todo.park
+        await self.session.transition(
+            todo.target,
+            kind=todo.kind,
+            cause=todo.cause,
+            detail=todo.detail,
+            tenant=todo.tenant,
+            **todo.session,
+        )
 
     async def _shutdown(self) -> None:
         cause = self._stop_cause or Cause.SHUTDOWN
         fenced = self.lease_lost or cause is Cause.LEASE_LOST
         if fenced:
             # Someone else may own the tenant now: let go of WhatsApp before anything else.
-            await self._disconnect_engine()
+            await self.connection.disconnect()
         try:
             await asyncio.wait_for(self.pipeline.stop(), 2.0 if fenced else 15.0)
         except (TimeoutError, SQLAlchemyError, OSError) as err:
             self.log.warning("pipeline did not stop cleanly", error=repr(err)[:200])
-        await self._disconnect_engine()
-        await self._close_engine()
+        await self.connection.disconnect()
+        await self.connection.close()
         if self.lease_lost or cause is Cause.LEASE_LOST:
             return  # another worker owns the tenant now: write nothing
         if self.state in (SessionState.LOGGED_OUT, SessionState.DISCONNECTED) and cause in (
@@ -536,34 +379,17 @@ class TenantBot:
         ):
             return
         with contextlib.suppress(Exception):
-            await self._transition(
+            await self.session.transition(
                 SessionState.DISCONNECTED
                 if self.state is not SessionState.LOGGED_OUT
                 else self.state,
                 kind="stop",
                 cause=cause,
                 detail=f"stopped ({cause.value})",
-                last_disconnect_cause=cause.value,
-                last_disconnect_action=action_for(cause).value,
-                last_disconnect_at=self.clock.now(),
-                last_disconnect_detail=None,
-                connected_since=None,
+                **disconnect_fields(cause, "", self.clock.now()),
                 reconnect_active=False,
                 next_retry_at=None,
-                last_qr=None,
-                qr_expires_at=None,
             )
-
-    # ------------------------------------------------------------------ persistence
-    @property
-    def state(self) -> SessionState:
-        return self.session.state
-
-    async def _transition(self, to: SessionState, **kw: Any) -> None:
-        await self.session.transition(to, **kw)
-
-    async def _record(self, kind: str, *, detail: str | None = None, **fields: Any) -> None:
-        await self.session.record(kind, detail=detail, **fields)
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

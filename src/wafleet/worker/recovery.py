@@ -35,15 +35,7 @@ def decide(
 ) -> Recovery:
     """Classify one ended connection. Mutates ``reconnect`` (counts the attempt)."""
     action = action_for(cause)
-    common: dict[str, Any] = {
-        "last_disconnect_cause": cause.value,
-        "last_disconnect_action": action.value,
-        "last_disconnect_at": now,
-        "last_disconnect_detail": detail or None,
-        "connected_since": None,
-        "last_qr": None,
-        "qr_expires_at": None,
-    }
+    common = disconnect_fields(cause, detail, now)
     idle = {"reconnect_active": False, "next_retry_at": None}
     if action is Action.RETRYING:
         # restart_required is normal right after pairing: reconnect at once, uncounted
@@ -89,6 +81,19 @@ def decide(
         }
         return Recovery(action, retry_at=until, session=session)
     return Recovery(action, stop=True)
+
+
+def disconnect_fields(cause: Cause, detail: str, now: datetime) -> dict[str, Any]:
+    """The session columns recording how a connection ended (and that none is live)."""
+    return {
+        "last_disconnect_cause": cause.value,
+        "last_disconnect_action": action_for(cause).value,
+        "last_disconnect_at": now,
+        "last_disconnect_detail": detail or None,
+        "connected_since": None,
+        "last_qr": None,
+        "qr_expires_at": None,
+    }
 
 
 def _error(message: str) -> dict[str, Any]:

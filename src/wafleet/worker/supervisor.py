@@ -26,8 +26,10 @@ from wafleet.states import Cause, SessionState
 from wafleet.worker import commands as cmds
 from wafleet.worker import heartbeat, leases
 from wafleet.worker.batcher import WriteBatcher
-from wafleet.worker.bot import BotDeps, EngineFactory, Request, TenantBot
+from wafleet.worker.bot import BotDeps, TenantBot
+from wafleet.worker.bot_requests import Request
 from wafleet.worker.clock import Clock, SystemClock
+from wafleet.worker.engine_connection import EngineFactory
 from wafleet.worker.webhook import WebhookClient
 
 COMMAND_POLL = 0.5
