@@ -19,6 +19,7 @@ from wafleet.engines.base import (
     KeepAliveTimeout,
     LoggedOut,
     NotConnected,
+    OutgoingText,
     PairSuccess,
     QrCode,
     QrTimeout,
@@ -178,6 +179,23 @@ async def test_send_receipts_and_resend_recorded_once(sim: running_simulator) ->
         assert (await sim.stats())["outbound"] == 2
     finally:
         await engine.close()
+
+
+async def test_send_many_keeps_order_and_records_a_repeated_id_once(
+    sim: running_simulator,
+) -> None:
+    engine, _rec, _ = await linked(sim)
+    try:
+        batch = [OutgoingText("+15559999", f"t{i}", f"many-{i}") for i in range(50)]
+        assert await engine.send_many([*batch, batch[3]]) == [None] * 51
+        resp = await sim.http.get("/sim/outbound", params={"phone": PHONE})
+        assert [m["id"] for m in resp.json()] == [m.message_id for m in batch]
+    finally:
+        await engine.close()
+    # once the connection is gone, every message reports NotConnected (none is lost
+    # silently: the outbox keeps them PENDING)
+    results = await engine.send_many([OutgoingText("+1", "x", "late-1")] * 2)
+    assert [type(r) for r in results] == [NotConnected, NotConnected]
 
 
 async def test_send_without_login_raises_not_connected(sim: running_simulator) -> None:

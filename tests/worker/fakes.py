@@ -4,7 +4,7 @@ simulator). It follows the Engine contract of wafleet.engines.base."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -13,10 +13,13 @@ from wafleet.engines.base import (
     ConnectFailed,
     ConnectionLost,
     EngineContext,
+    EngineError,
     EngineEvent,
     IncomingMessage,
     NotConnected,
+    OutgoingText,
     QrCode,
+    send_concurrently,
 )
 from wafleet.states import Cause
 
@@ -70,6 +73,9 @@ class FakeEngine:
         if message_id not in self.world.sent_ids:
             self.world.sent_ids.add(message_id)
             self.world.sent.append((to, text, message_id))
+
+    async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
+        return await send_concurrently(self.send_text, messages)
 
     async def ack(self, message_id: str) -> None:
         self.world.acked.add(message_id)

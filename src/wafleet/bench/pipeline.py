@@ -5,7 +5,10 @@ Both responders face the same load: ``tenants`` phones x ``chats`` contacts,
 ``messages`` injected as fast as the simulator takes them (throughput = messages / time
 from the first injection to the last reply recorded at the simulator), then a fixed
 offered load of ``rate`` msgs/s for ``duration`` s (latency = reply recorded-at at the
-simulator minus the inbound message's injected-at at the simulator). For the worker,
+simulator minus the inbound message's injected-at at the simulator), started once the
+worker has durably finished the burst (so it measures the steady state, not the
+burst's tail of SENT marks). Per-message latencies are kept (``--keep``) as
+``<responder>-latencies.json`` in injection order. For the worker,
 injected-at is the inbound row's ``created_at`` (the simulator's timestamp, stored as
 received); for the echo client it travels in the reply text. The worker run must also
 leave every message durably stored: inbound PROCESSED, reply SENT or later.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +66,7 @@ async def _measure(
     opts: PipelineOptions,
     tag: str,
     injected_at: Any,
+    settle: Callable[[], Awaitable[Any]] | None = None,
 ) -> Phase:
     url = fleet.sim_http
     base = await load.outbound_count(http, url)
@@ -74,6 +79,10 @@ async def _measure(
         )
     cpu = responder.cpu_seconds() - cpu0
     msgs_s = opts.messages / (done - burst.started)
+    if settle is not None:
+        # Latency is measured at a steady load, not while the burst's tail (its SENT
+        # marks and receipts) is still being written.
+        await settle()
     base = await load.outbound_count(http, url)
     out_file = fleet.root / f"{tag}-steady.pyspy"
     async with pyspy(responder.pid, out_file, enabled=opts.profile, idle=True):
@@ -92,6 +101,8 @@ async def _measure(
     out = await load.replies(http, url)
     lookup = await injected_at(steady.ids, out)
     lat = load.latencies_ms(steady.ids, out, lookup)
+    # in injection order: where a tail sits in time shows what caused it (kept by --keep)
+    (fleet.root / f"{tag}-latencies.json").write_text(json.dumps([round(x, 2) for x in lat]))
     return Phase(
         msgs_s=msgs_s,
         p50_ms=percentile(lat, 50),
@@ -176,7 +187,10 @@ async def _worker(fleet: Fleet, http: httpx.AsyncClient, opts: PipelineOptions) 
         stored = await _stored_times(fleet, ids)
         return stored.get
 
-    return await _measure(http, fleet, worker, fleet.phones, opts, "w", injected_at)
+    async def settle() -> None:
+        await _durable(fleet, opts.messages, timeout=opts.timeout)
+
+    return await _measure(http, fleet, worker, fleet.phones, opts, "w", injected_at, settle)
 
 
 async def run_async(opts: PipelineOptions, root: Path) -> Result:

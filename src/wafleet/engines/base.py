@@ -13,6 +13,7 @@ client for one tenant. Its life per connection:
   (or subclass) event; `disconnect()` ends it without one.
 * ``send_text`` hands a message to WhatsApp with the caller-chosen, stable message id:
   resending the same id after a crash is recorded once by WhatsApp (and the simulator).
+  ``send_many`` sends several in order, overlapping their round trips.
 * ``ack`` tells WhatsApp an inbound message is stored; unacked messages are redelivered.
 
 Engines never retry by themselves: reconnecting is the bot's `ReconnectManager`'s job.
@@ -20,11 +21,12 @@ Engines never retry by themselves: reconnecting is the bot's `ReconnectManager`'
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, cast, runtime_checkable
 
 from wafleet.states import Cause
 
@@ -166,6 +168,25 @@ class NotConnected(EngineError):
 
 # --------------------------------------------------------------------------- protocol
 
+
+class OutgoingText(NamedTuple):
+    to: str
+    text: str
+    message_id: str
+
+
+async def send_concurrently(
+    send_text: Callable[[str, str, str], Awaitable[None]], messages: Sequence[OutgoingText]
+) -> list[EngineError | None]:
+    """`Engine.send_many` for engines whose concurrent ``send_text`` calls keep their
+    order (each puts its request on the wire before its first suspension)."""
+    results = await asyncio.gather(*(send_text(*m) for m in messages), return_exceptions=True)
+    for res in results:
+        if isinstance(res, BaseException) and not isinstance(res, EngineError):
+            raise res  # not a send failure: a bug or a cancellation, surface it
+    return cast(list[EngineError | None], results)
+
+
 EventSink = Callable[[EngineEvent], Awaitable[None]]
 
 
@@ -195,8 +216,14 @@ class Engine(Protocol):
 
     async def send_text(self, to: str, text: str, message_id: str) -> None:
         """Send a text under the caller's stable id; returns once the server took it.
-        Concurrent calls must reach the wire in call order: the outbox overlaps the
-        round trips of a window of replies and relies on that to keep a chat's order."""
+        Concurrent calls must reach the wire in call order (see `send_many`)."""
+        ...
+
+    async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
+        """Send several texts, in order on the wire, overlapping their round trips: the
+        outbox sends a window of replies this way. One result per message: None once
+        the server took it, else the `EngineError` it failed with (`NotConnected` when
+        the connection is gone). `send_concurrently` implements it over `send_text`."""
         ...
 
     async def ack(self, message_id: str) -> None: ...

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -32,6 +32,7 @@ from wafleet.engines.base import (
     IncomingMessage,
     KeepAliveTimeout,
     NotConnected,
+    OutgoingText,
     PairSuccess,
     QrCode,
     Receipt,
@@ -159,13 +160,34 @@ class SimulatorEngine:
         link = self._link
         if link is None or not link.logged_in or link.finished:
             raise NotConnected("not logged in")
+        await asyncio.shield(self._queue_send(link, to, text, message_id))
+
+    async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
+        link = self._link
+        if link is None or not link.logged_in or link.finished:
+            return [NotConnected("not logged in")] * len(messages)
+        # All frames queued now, in order, then one wait for every answer: no task and
+        # no round trip per message (the outbox's hot path).
+        futs = [self._queue_send(link, *m) for m in messages]
+        if futs:
+            await asyncio.wait(futs)
+        out: list[EngineError | None] = []
+        for fut in futs:
+            err = fut.exception()
+            if err is not None and not isinstance(err, EngineError):
+                raise err
+            out.append(err)
+        return out
+
+    @staticmethod
+    def _queue_send(link: Link, to: str, text: str, message_id: str) -> asyncio.Future[None]:
         fut = link.waiters.get(message_id)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             fut.add_done_callback(retrieve)
             link.waiters[message_id] = fut
             link.enqueue({"type": "send", "id": message_id, "to": to, "text": text})
-        await asyncio.shield(fut)
+        return fut
 
     async def ack(self, message_id: str) -> None:
         link = self._link

@@ -17,11 +17,18 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from wafleet.engines.base import Engine, EngineError, IncomingMessage, NotConnected, Receipt
+from wafleet.engines.base import (
+    Engine,
+    EngineError,
+    IncomingMessage,
+    NotConnected,
+    OutgoingText,
+    Receipt,
+)
 from wafleet.logging import get_logger
 from wafleet.worker import store
 from wafleet.worker.batcher import WriteBatcher
@@ -426,7 +433,9 @@ class TenantPipeline:
                 out = self._fresh.popleft()
                 if out.wa_id not in self._marking:
                     window.append(out)
-            results = await _send_window(engine, [(o.chat, o.body, o.wa_id) for o in window])
+            results = await engine.send_many(
+                [OutgoingText(o.chat, o.body, o.wa_id) for o in window]
+            )
             sent = [o.wa_id for o, err in zip(window, results, strict=True) if err is None]
             if sent:
                 self._mark_sent([], sent)
@@ -454,8 +463,8 @@ class TenantPipeline:
             todo = [r for r in rows if r["wa_id"] not in self._marking]  # else: mark on its way
             for start in range(0, len(todo), SEND_WINDOW):
                 window = todo[start : start + SEND_WINDOW]
-                results = await _send_window(
-                    engine, [(r["chat"], r["body"], r["wa_id"]) for r in window]
+                results = await engine.send_many(
+                    [OutgoingText(r["chat"], r["body"], r["wa_id"]) for r in window]
                 )
                 ok = [r for r, err in zip(window, results, strict=True) if err is None]
                 if ok:
@@ -502,23 +511,6 @@ class TenantPipeline:
             self.log.warning("marking sent messages failed", count=len(wa_ids), error=repr(err))
             self._scan = True
             self._outbox_wake.set()
-
-
-async def _send_window(
-    engine: Engine, messages: list[tuple[str, str, str]]
-) -> list[EngineError | None]:
-    """Send (chat, text, id) messages without waiting for each answer in turn: engines
-    put concurrent sends on the wire in call order (see `Engine.send_text`), so a chat's
-    replies stay in order while the round trips overlap. One result per message: None
-    when sent, else the `EngineError` (`NotConnected` included) it failed with."""
-    results = await asyncio.gather(
-        *(engine.send_text(chat, text, wa_id) for chat, text, wa_id in messages),
-        return_exceptions=True,
-    )
-    for res in results:
-        if isinstance(res, BaseException) and not isinstance(res, EngineError):
-            raise res  # not a send failure: a bug or a cancellation, surface it
-    return cast(list[EngineError | None], results)
 
 
 def _succeeded(fut: asyncio.Future[Any]) -> bool:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -34,9 +34,11 @@ from wafleet.engines.base import (
     KeepAliveRestored,
     KeepAliveTimeout,
     NotConnected,
+    OutgoingText,
     PairSuccess,
     QrCode,
     QrTimeout,
+    send_concurrently,
 )
 from wafleet.engines.neonize import store
 from wafleet.engines.neonize.connection import (
@@ -180,6 +182,10 @@ class NeonizeEngine:
             raise NotConnected("not logged in to WhatsApp yet")
         args = {"to": to, "text": text, "message_id": message_id}
         await self._call(conn, "send_text", args)
+
+    async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
+        # The child runs its requests one by one in arrival order: the order holds.
+        return await send_concurrently(self.send_text, messages)
 
     async def ack(self, message_id: str) -> None:
         # whatsmeow acknowledges messages itself (delivery receipts on decryption);
