@@ -96,7 +96,7 @@ def test_every_cause_of_the_contract_is_decided() -> None:
 
 
 def test_rebalancing_never_moves_a_session_being_linked() -> None:
-    from wafleet.worker.supervisor import pick_hand_overs
+    from wafleet.worker.leases import pick_hand_overs
 
     states = {
         1: SessionState.QR_READY,

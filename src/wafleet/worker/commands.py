@@ -8,20 +8,29 @@ worker holds (paused, never claimed) — applies what can be applied in the data
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wafleet.config import Settings
 from wafleet.db.models import Tenant, TenantCommand, TenantLease, WhatsAppSession
+from wafleet.logging import get_logger
 from wafleet.states import Action, Cause, SessionState, TenantStatus
+from wafleet.worker.bot_requests import Request
+
+if TYPE_CHECKING:
+    from wafleet.worker.bot import TenantBot
 
 TC = cast(Table, TenantCommand.__table__)
 TL = cast(Table, TenantLease.__table__)
 TN = cast(Table, Tenant.__table__)
 WS = cast(Table, WhatsAppSession.__table__)
+log = get_logger("wafleet.supervisor")  # commands are read by the supervisor's loop
 
 
 @dataclass(frozen=True)
@@ -82,3 +91,61 @@ async def apply_unheld(conn: AsyncConnection, cmd: Command, now: datetime) -> st
         )
         return "session marked LOGGED_OUT"
     return "nothing to do (tenant not running)"
+
+
+def apply_to_bot(bot: TenantBot, cmd: Command) -> None:
+    """A command for a tenant this worker runs: pass it on to its bot."""
+    kind = cmd.kind
+    if kind == "restart" or (kind == "resume" and bot.parked):
+        bot.request(Request.RESTART)
+    elif kind == "relink":
+        bot.request(Request.RELINK)
+    elif kind == "logout":
+        bot.request(Request.LOGOUT)
+    elif kind == "send":
+        bot.wake_outbox()
+    elif kind == "config":
+        bot.reload_config()
+    elif kind == "pair-phone" and isinstance(cmd.payload.get("phone"), str):
+        bot.pair_phone(cmd.payload["phone"])
+    # "pause" is applied by the supervisor's reconcile (the tenant's status is PAUSED)
+
+
+class CommandListener:
+    """LISTEN on PostgreSQL's command channel so actions reach the worker at once; the
+    poll stays as a fallback (a notification can be missed while reconnecting)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.dsn = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self._conn: Any = None
+        self._event = asyncio.Event()
+
+    async def ensure(self) -> bool:
+        import asyncpg
+
+        from wafleet.db.repositories import COMMANDS_CHANNEL
+
+        if self._conn is not None and not self._conn.is_closed():
+            return True
+        try:
+            self._conn = await asyncpg.connect(self.dsn, timeout=5)
+            await self._conn.add_listener(COMMANDS_CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+            log.warning("LISTEN for commands unavailable, polling", error=str(err)[:200])
+            self._conn = None
+            return False
+        return True
+
+    def _notified(self, *_args: object) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=2)
+            self._conn = None

@@ -7,6 +7,8 @@ claim:   unowned or expired leases of runnable tenants (status not PAUSED), up t
 renew:   extend every lease we hold at our epoch; the rows that no longer match are
          leases we lost (expired and taken, or released by the stale-worker job).
 release: on graceful shutdown, so the next owner doesn't wait for expiry.
+fair_share / pick_hand_overs: how many tenants a worker should hold, and which of its
+         own it hands over (stop, then release) when a new worker joins.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wafleet.db.models import Tenant, TenantLease
-from wafleet.states import TenantStatus
+from wafleet.states import SessionState, TenantStatus
 
 TL = cast(Table, TenantLease.__table__)
 TN = cast(Table, Tenant.__table__)
@@ -131,3 +133,18 @@ async def fair_share(
     ).scalar_one()
     workers = max(1, int(live))
     return min(capacity, -(-int(total) // workers))
+
+
+# A session someone is linking right now (QR shown, or the post-pairing reconnect) is
+# never moved: the pairing would be lost with the connection. Idle ones go first.
+_HAND_OVER_ORDER = {
+    SessionState.DISCONNECTED: 0,
+    SessionState.LOGGED_OUT: 0,
+    SessionState.CONNECTED: 1,
+}
+
+
+def pick_hand_overs(states: dict[int, SessionState], count: int) -> list[int]:
+    movable = [t for t, st in states.items() if st in _HAND_OVER_ORDER]
+    movable.sort(key=lambda t: (_HAND_OVER_ORDER[states[t]], -t))
+    return movable[:count]

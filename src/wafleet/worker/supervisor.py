@@ -22,12 +22,11 @@ from wafleet.db.engine import Database
 from wafleet.engines.base import CredentialStore, EngineContext
 from wafleet.engines.credentials import DbCredentialStore, FileCredentialStore
 from wafleet.logging import get_logger
-from wafleet.states import Cause, SessionState
+from wafleet.states import Cause
 from wafleet.worker import commands as cmds
 from wafleet.worker import heartbeat, leases
 from wafleet.worker.batcher import WriteBatcher
 from wafleet.worker.bot import BotDeps, TenantBot
-from wafleet.worker.bot_requests import Request
 from wafleet.worker.clock import Clock, SystemClock
 from wafleet.worker.engine_connection import EngineFactory
 from wafleet.worker.webhook import WebhookClient
@@ -338,7 +337,7 @@ class Supervisor:
     async def _hand_over(self, excess: int) -> None:
         """Give tenants back so a newly joined worker gets its fair share: each move is a
         clean stop (drain, disconnect) BEFORE the lease is released — never overlapping."""
-        moves = pick_hand_overs(
+        moves = leases.pick_hand_overs(
             {t: b.state for t, b in self.bots.items()}, min(excess, MAX_MOVES_PER_ROUND)
         )
         if not moves:
@@ -350,7 +349,7 @@ class Supervisor:
                 await leases.release(conn, self.worker_id, [tenant_id])
 
     async def _command_loop(self) -> None:
-        listener = _CommandListener(self.settings) if self.settings.is_postgres else None
+        listener = cmds.CommandListener(self.settings) if self.settings.is_postgres else None
         try:
             while True:
                 try:
@@ -382,85 +381,14 @@ class Supervisor:
                     await cmds.apply_unheld(conn, cmd, self.clock.now())
                     reconcile = True
                     continue
-            self._apply_to_bot(bot, cmd)
+            cmds.apply_to_bot(bot, cmd)
             if cmd.kind == "pause":
                 reconcile = True
         if reconcile:
             self._wake.set()
-
-    def _apply_to_bot(self, bot: TenantBot, cmd: cmds.Command) -> None:
-        kind = cmd.kind
-        if kind == "restart" or (kind == "resume" and bot.parked):
-            bot.request(Request.RESTART)
-        elif kind == "relink":
-            bot.request(Request.RELINK)
-        elif kind == "logout":
-            bot.request(Request.LOGOUT)
-        elif kind == "send":
-            bot.wake_outbox()
-        elif kind == "config":
-            bot.reload_config()
-        elif kind == "pair-phone" and isinstance(cmd.payload.get("phone"), str):
-            bot.pair_phone(cmd.payload["phone"])
-        # "pause" is applied by _reconcile (the tenant's status is PAUSED)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """An abandoned heartbeat's late error was already reported as a timeout."""
     if not task.cancelled():
         task.exception()
-
-
-# A session someone is linking right now (QR shown, or the post-pairing reconnect) is
-# never moved: the pairing would be lost with the connection. Idle ones go first.
-_HAND_OVER_ORDER = {
-    SessionState.DISCONNECTED: 0,
-    SessionState.LOGGED_OUT: 0,
-    SessionState.CONNECTED: 1,
-}
-
-
-def pick_hand_overs(states: dict[int, SessionState], count: int) -> list[int]:
-    movable = [t for t, st in states.items() if st in _HAND_OVER_ORDER]
-    movable.sort(key=lambda t: (_HAND_OVER_ORDER[states[t]], -t))
-    return movable[:count]
-
-
-class _CommandListener:
-    """LISTEN on PostgreSQL's command channel so actions reach the worker at once; the
-    poll stays as a fallback (a notification can be missed while reconnecting)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.dsn = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
-        self._conn: Any = None
-        self._event = asyncio.Event()
-
-    async def ensure(self) -> bool:
-        import asyncpg
-
-        from wafleet.db.repositories import COMMANDS_CHANNEL
-
-        if self._conn is not None and not self._conn.is_closed():
-            return True
-        try:
-            self._conn = await asyncpg.connect(self.dsn, timeout=5)
-            await self._conn.add_listener(COMMANDS_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as err:
-            log.warning("LISTEN for commands unavailable, polling", error=str(err)[:200])
-            self._conn = None
-            return False
-        return True
-
-    def _notified(self, *_args: object) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
-        self._event.clear()
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close(timeout=2)
-            self._conn = None
