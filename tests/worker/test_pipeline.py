@@ -1,19 +1,15 @@
 """TenantPipeline: rule answers commit with their message (one transaction, no chat
-queue), yet a chat's order holds when an older message of it waits for a webhook; the
-outbox overlaps its sends and still delivers each chat's replies in order."""
+queue), yet a chat's order holds when an older message of it waits for a webhook."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from sqlalchemy import select
-
 from tests.worker.conftest import WORKER, BotHarness
 from tests.worker.test_bot import until
-from wafleet.db.models import MessageLog
 from wafleet.engines.base import EngineContext, EngineEvent
-from wafleet.worker.pipeline import SEND_WINDOW, TenantPipeline
+from wafleet.worker.pipeline import TenantPipeline
 from wafleet.worker.rules import BotConfig
 from wafleet.worker.store import Fence
 from wafleet.worker.webhook import WebhookMessage
@@ -87,28 +83,5 @@ async def test_rule_answers_skip_the_chat_queue_but_wait_behind_a_webhook_of_the
         await until(lambda: len(h.world.sent) == 3, "the webhook chat's replies")
         assert [s[2] for s in h.world.sent[1:]] == [f"R-{first.id}", f"R-{behind.id}"]
         assert {first.id, behind.id, other.id} <= h.world.acked
-    finally:
-        await pipe.stop(drain_timeout=1)
-
-
-async def test_outbox_sends_many_windows_in_each_chats_order(harness: BotHarness) -> None:
-    h = harness
-    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
-    pipe = await started_pipeline(h, GatedWebhooks(), config)
-    try:
-        n = SEND_WINDOW * 3 + 5
-        sent_in: dict[str, list[str]] = {"+1000": [], "+2000": []}
-        for i in range(n):
-            chat = "+1000" if i % 3 else "+2000"
-            m = h.world.message(chat, f"n{i}")
-            sent_in[chat].append(f"R-{m.id}")
-            pipe.on_incoming(m)
-        await until(lambda: len(h.world.sent) == n, "every reply")
-        for chat, expected in sent_in.items():
-            assert [s[2] for s in h.world.sent if s[0] == chat] == expected
-        await until(lambda: not pipe._marking, "the SENT marks")
-        async with h.db.session() as s:
-            res = await s.execute(select(MessageLog.status).where(MessageLog.direction == "out"))
-            assert sorted(res.scalars().all()) == ["SENT"] * n
     finally:
         await pipe.stop(drain_timeout=1)

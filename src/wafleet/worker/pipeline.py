@@ -3,9 +3,12 @@
 inbound:  engine event → buffered → stored in one batched INSERT (duplicates by WhatsApp
           id skipped) → COMMIT → ack to the engine → per-chat queue (in order)
 process:  rules or webhook → in ONE transaction: inbound PROCESSED/FAILED + reply row
-          PENDING in the outbox (deterministic id, so a replay cannot make a 2nd reply)
-outbox:   while connected, PENDING rows are sent in id order with their stable ids and
-          marked SENT; receipts move them to DELIVERED/READ
+          PENDING in the outbox (deterministic id, so a replay cannot make a 2nd reply).
+          A message a rule answers, with nothing older of its chat in flight, is
+          decided before it is stored: its outcome commits in the message's own
+          transaction (one commit on its path), and it never enters a chat queue.
+outbox:   (`wafleet.worker.outbox`) while connected, PENDING rows are sent in id order
+          with their stable ids and marked SENT; receipts move them to DELIVERED/READ
 resume:   on start (and whenever messages were deferred by a full chat queue) RECEIVED
           inbound rows are re-queued; PENDING outbound rows go out on the next connect.
 Nothing is acknowledged before it is stored; nothing is replied twice.
@@ -14,7 +17,6 @@ Nothing is acknowledged before it is stored; nothing is replied twice.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +27,6 @@ from wafleet.engines.base import (
     Engine,
     EngineError,
     IncomingMessage,
-    NotConnected,
-    OutgoingText,
     Receipt,
 )
 from wafleet.logging import get_logger
@@ -34,16 +34,12 @@ from wafleet.worker import store
 from wafleet.worker.batcher import WriteBatcher
 from wafleet.worker.chat_queue import ChatQueueManager
 from wafleet.worker.clock import Clock
+from wafleet.worker.outbox import Outbox
 from wafleet.worker.rules import BotConfig, RuleMatcher
 from wafleet.worker.store import Fence, Inbound, Outcome
 from wafleet.worker.webhook import WebhookClient, WebhookFailed, WebhookMessage
 
-OUTBOX_BATCH = 200
-# Replies sent before waiting for the engine's answers: one round trip per window instead
-# of one per message (a tenant's outbox was bound by the round trip, measured by bench).
-SEND_WINDOW = 64
 SWEEP_BATCH = 500
-MAX_SEND_FAILURES = 5
 
 
 @dataclass(frozen=True)
@@ -53,17 +49,6 @@ class _Item:
     sender: str
     text: str
     at: Any
-
-
-@dataclass(frozen=True)
-class _Out:
-    wa_id: str
-    chat: str
-    body: str
-
-
-class LeaseLost(Exception):
-    """A fenced write found the lease gone: this worker must stop the tenant."""
 
 
 class TenantPipeline:
@@ -90,7 +75,6 @@ class TenantPipeline:
         )
         self.matcher = RuleMatcher(BotConfig())
         self.config = BotConfig()
-        self.engine: Engine | None = None
         # the engine that receives acks (set as soon as it exists, before login)
         self.ack_engine: Engine | None = None
         self._inflight: set[str] = set()
@@ -105,20 +89,8 @@ class TenantPipeline:
         self._in_buf: list[IncomingMessage] = []
         self._rc_buf: list[tuple[str, str]] = []
         self._buf_event = asyncio.Event()
-        self._outbox_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._outbox_task: asyncio.Task[None] | None = None
-        # Outbox rows (by wa_id) sent whose SENT mark is not committed yet: the outbox
-        # goes on without waiting for the mark (a batch commit per pass), and skips these
-        # rows if a new pass reads them still PENDING. A failed mark puts them back.
-        self._marking: set[str] = set()
-        # Replies just committed by this pipeline, in commit (= id) order: sent from
-        # memory instead of re-reading the outbox per wake-up. The database pass
-        # (`_scan`) runs first whenever memory may not hold everything PENDING: on
-        # connect, after a failed send or mark, when someone else wakes the outbox.
-        self._fresh: deque[_Out] = deque()
-        self._scan = True
-        self.sent = 0
+        self.outbox = Outbox(slug=slug, fence=fence, batcher=batcher, clock=clock)
         self.received = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,20 +104,10 @@ class TenantPipeline:
 
     def connected(self, engine: Engine) -> None:
         """The engine is logged in: start sending the outbox."""
-        self.engine = engine
-        self._scan = True
-        if self._outbox_task is None or self._outbox_task.done():
-            self._outbox_task = asyncio.create_task(self._outbox_loop(), name=f"outbox:{self.slug}")
-        self._outbox_wake.set()
+        self.outbox.connected(engine)
 
     async def disconnected(self) -> None:
-        self.engine = None
-        self._fresh.clear()
-        self._scan = True
-        task, self._outbox_task = self._outbox_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self.outbox.disconnected()
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         try:
@@ -171,8 +133,11 @@ class TenantPipeline:
         self._buf_event.set()
 
     def wake_outbox(self) -> None:
-        self._scan = True  # rows may have been queued by someone else
-        self._outbox_wake.set()
+        self.outbox.wake(scan=True)  # rows may have been queued by someone else
+
+    @property
+    def sent(self) -> int:
+        return self.outbox.sent
 
     @property
     def queue_depth(self) -> int:
@@ -242,7 +207,7 @@ class TenantPipeline:
         for ev in unique.values():
             key = (tid, ev.id)
             if key in stored.completed:
-                self._replied(ev.id, ev.chat, decided[ev.id].reply, committed=True)
+                self.outbox.replied(ev.id, ev.chat, decided[ev.id].reply, committed=True)
             elif key in stored.new:
                 # (a decided message whose completion the fence refused goes this way
                 # too: its processing finds the lease gone)
@@ -355,20 +320,9 @@ class TenantPipeline:
                 if not await self._lease_still_ours():
                     self.on_lease_lost()
                     return
-            self._replied(item.wa_id, item.chat, outcome.reply, committed=ok)
+            self.outbox.replied(item.wa_id, item.chat, outcome.reply, committed=ok)
         finally:
             self._inflight.discard(item.wa_id)
-
-    def _replied(self, wa_id: str, chat: str, reply: str | None, *, committed: bool) -> None:
-        """An outcome was stored: have the outbox send its reply, if any."""
-        if reply is None:
-            return
-        if committed and self.engine is not None:
-            # committed: the reply row exists, PENDING, after every earlier one
-            self._fresh.append(_Out(store.reply_wa_id(wa_id), chat, reply))
-        else:
-            self._scan = True
-        self._outbox_wake.set()
 
     async def _decide(self, item: _Item) -> Outcome:
         tid = self.fence.tenant_id
@@ -389,128 +343,6 @@ class TenantPipeline:
         async with self.batcher.engine.connect() as conn:
             row = (await conn.execute(select(self.fence.holds()))).scalar()
         return bool(row)
-
-    # ------------------------------------------------------------------ outbox
-    async def _outbox_loop(self) -> None:
-        failures: dict[int, int] = {}
-        while True:
-            await self._outbox_wake.wait()
-            self._outbox_wake.clear()
-            try:
-                if not await self._send_pending(failures):
-                    return
-            except (OSError, SQLAlchemyError) as err:
-                # Database unavailable: this loop is the only sender while connected, so
-                # it must outlive the outage (unmarked rows are resent under the same id).
-                self.log.warning("sending the outbox failed, retrying", error=str(err)[:200])
-                await self.clock.sleep(0.5)
-                self._outbox_wake.set()
-
-    async def _send_pending(self, failures: dict[int, int]) -> bool:
-        """Send what is PENDING; False when the engine is gone."""
-        if self._scan:
-            self._scan = False
-            self._fresh.clear()  # all committed already: the database pass sees them
-            try:
-                if not await self._scan_pending(failures):
-                    self._scan = True
-                    return False
-            except BaseException:
-                self._scan = True
-                raise
-            if failures:
-                self._scan = True  # retry the failed rows on the next wake-up
-                return True
-        return await self._send_fresh()
-
-    async def _send_fresh(self) -> bool:
-        engine = self.engine
-        if engine is None:
-            return False
-        while self._fresh:
-            window: list[_Out] = []
-            while self._fresh and len(window) < SEND_WINDOW:
-                out = self._fresh.popleft()
-                if out.wa_id not in self._marking:
-                    window.append(out)
-            results = await engine.send_many(
-                [OutgoingText(o.chat, o.body, o.wa_id) for o in window]
-            )
-            sent = [o.wa_id for o, err in zip(window, results, strict=True) if err is None]
-            if sent:
-                self._mark_sent([], sent)
-            if any(err is not None for err in results):
-                # What did not go stays PENDING: the database pass resends it in order
-                # (and counts its failures); memory may no longer hold everything.
-                self._fresh.clear()
-                self._scan = True
-                return not any(isinstance(err, NotConnected) for err in results)
-        return True
-
-    async def _scan_pending(self, failures: dict[int, int]) -> bool:
-        """One pass over the PENDING outbox; False when the engine is gone."""
-        after = 0
-        while True:
-            engine = self.engine
-            if engine is None:
-                return False
-            async with self.batcher.engine.connect() as conn:
-                rows = await store.pending_outbox(
-                    conn, self.fence.tenant_id, after_id=after, limit=OUTBOX_BATCH
-                )
-            if not rows:
-                return True
-            todo = [r for r in rows if r["wa_id"] not in self._marking]  # else: mark on its way
-            for start in range(0, len(todo), SEND_WINDOW):
-                window = todo[start : start + SEND_WINDOW]
-                results = await engine.send_many(
-                    [OutgoingText(r["chat"], r["body"], r["wa_id"]) for r in window]
-                )
-                ok = [r for r, err in zip(window, results, strict=True) if err is None]
-                if ok:
-                    self._mark_sent([r["id"] for r in ok], [r["wa_id"] for r in ok])
-                for r, err in zip(window, results, strict=True):
-                    if err is None:
-                        failures.pop(r["id"], None)
-                        continue
-                    if isinstance(err, NotConnected):
-                        return False
-                    n = failures[r["id"]] = failures.get(r["id"], 0) + 1
-                    if n >= MAX_SEND_FAILURES:
-                        failures.pop(r["id"], None)
-                        await self.batcher.submit(
-                            store.mark_out_failed_fn(
-                                self.fence, r["id"], f"send failed: {err}", self.clock.now()
-                            )
-                        )
-            after = rows[-1]["id"]
-            if len(rows) < OUTBOX_BATCH:
-                return True
-
-    def _mark_sent(self, ids: list[int], wa_ids: list[str]) -> None:
-        """Queue the SENT mark of rows (by row id if known, else by wa_id) without
-        waiting for its commit: the next send need not sit behind it. Until it commits
-        the rows stay PENDING (a crash resends them under the same stable ids, which the
-        receiver records once)."""
-        self.sent += len(wa_ids)
-        self._marking.update(wa_ids)
-        now = self.clock.now()
-        write: store.MarkSent | store.MarkSentByWaId = (
-            store.mark_sent_fn(self.fence, ids, now)
-            if ids
-            else store.MarkSentByWaId(self.fence, wa_ids, now)
-        )
-        fut = self.batcher.submit_nowait(write)
-        fut.add_done_callback(lambda f: self._marked(wa_ids, f))
-
-    def _marked(self, wa_ids: list[str], fut: asyncio.Future[None]) -> None:
-        self._marking.difference_update(wa_ids)
-        if fut.cancelled() or fut.exception() is not None:
-            # Still PENDING in the database: the outbox sends them again (same ids).
-            err = None if fut.cancelled() else fut.exception()
-            self.log.warning("marking sent messages failed", count=len(wa_ids), error=repr(err))
-            self._scan = True
-            self._outbox_wake.set()
 
 
 def _succeeded(fut: asyncio.Future[Any]) -> bool:
