@@ -9,6 +9,11 @@ retried alone so one bad write cannot fail the others. Write functions report do
 conditions (a lost lease, a duplicate) in their return value, never by raising, so they
 don't roll back the writes grouped with them.
 
+Writes nobody waits on (SENT marks, receipts) may be submitted ``lazy``: they wait up to
+`lazy_delay` for a flush to ride along with, so they don't add statements to every
+transaction on a message's path (under a steady load each flush carried marks and
+receipts besides the inserts, doubling its statements — and a waiting message's time).
+
 A write may also be a `MergeableWrite`: all writes of one such class in a batch run as one
 set of statements (``run_many``), at the place of the first of them — under load that
 turns 2 statements per message into 2 per batch (measured with ``wafleet bench pipeline``:
@@ -18,6 +23,7 @@ the per-statement round trip to the database thread was the worker's top cost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,11 +71,20 @@ class BatcherClosed(RuntimeError):
 
 
 class WriteBatcher:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500, name: str = "db-writer"):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 500,
+        name: str = "db-writer",
+        lazy_delay: float = 0.05,
+    ):
         self.engine = engine
         self.max_batch = max_batch
         self.name = name
+        self.lazy_delay = lazy_delay
         self._pending: deque[_Op] = deque()
+        self._lazy: deque[tuple[float, _Op]] = deque()  # (queued at, op), oldest first
         # Urgent writes (the heartbeat) go into the next transaction ahead of the backlog:
         # a heartbeat starved by a message burst would make the worker self-fence.
         self._urgent: deque[_Op] = deque()
@@ -95,34 +110,62 @@ class WriteBatcher:
         return result
 
     def submit_nowait(
-        self, fn: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False
+        self,
+        fn: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        urgent: bool = False,
+        lazy: bool = False,
     ) -> asyncio.Future[T]:
         """Queue a write now (synchronously, so writes queued together share a batch);
         the future resolves once its transaction has committed."""
         if self._closed:
             raise BatcherClosed("the writer is stopped")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._pending).append(_Op(fn, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        op = _Op(fn, fut)
+        if lazy and not urgent:
+            self._lazy.append((loop.time(), op))
+        else:
+            (self._urgent if urgent else self._pending).append(op)
         self._work.set()
         return fut
 
     @property
     def backlog(self) -> int:
-        return len(self._pending) + len(self._urgent)
+        return len(self._pending) + len(self._urgent) + len(self._lazy)
+
+    def _lazy_wait(self, now: float) -> float | None:
+        """Seconds until the oldest lazy write is due (0: due now); None if there is none."""
+        if not self._lazy:
+            return None
+        if self._stopping or len(self._lazy) >= self.max_batch:
+            return 0.0
+        return max(0.0, self._lazy[0][0] + self.lazy_delay - now)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._urgent and not self._pending:
-                if self._stopping:
+            lazy_wait = self._lazy_wait(loop.time())
+            if not self._urgent and not self._pending and lazy_wait != 0.0:
+                if self._stopping and lazy_wait is None:
                     return
                 self._work.clear()
-                await self._work.wait()
+                if lazy_wait is None:
+                    await self._work.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._work.wait(), lazy_wait)
                 continue
             batch: list[_Op] = []
             while self._urgent and len(batch) < self.max_batch:
                 batch.append(self._urgent.popleft())
             while self._pending and len(batch) < self.max_batch:
                 batch.append(self._pending.popleft())
+            if lazy_wait == 0.0:
+                # Due: all of them go, with whatever else is waiting (one merged
+                # statement per kind for the whole delay's worth).
+                while self._lazy and len(batch) < self.max_batch:
+                    batch.append(self._lazy.popleft()[1])
             await self._flush(batch)
 
     async def _flush(self, batch: list[_Op]) -> None:
@@ -225,4 +268,6 @@ class WriteBatcher:
             for queue in (self._urgent, self._pending):
                 while queue:
                     self._fail(queue.popleft(), BatcherClosed("the writer stopped"))
+            while self._lazy:
+                self._fail(self._lazy.popleft()[1], BatcherClosed("the writer stopped"))
             await self._drop_connection()

@@ -207,7 +207,7 @@ class Outbox:
             if ids
             else store.MarkSentByWaId(self.fence, wa_ids, now)
         )
-        fut = self.batcher.submit_nowait(write)
+        fut = self.batcher.submit_nowait(write, lazy=True)
         fut.add_done_callback(lambda f: self._marked(wa_ids, f))
 
     def _marked(self, wa_ids: list[str], fut: asyncio.Future[None]) -> None:

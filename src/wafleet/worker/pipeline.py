@@ -159,28 +159,24 @@ class TenantPipeline:
     async def _flush_buffers(self) -> None:
         batch, self._in_buf = self._in_buf, []
         receipts, self._rc_buf = self._rc_buf, []
-        # Receipts are queued (not awaited) before the inbound insert, so both share one
-        # transaction: storing them one after the other put a whole batch commit on
-        # every inbound message's path.
-        rc_fut: asyncio.Future[None] | None = None
+        if receipts:
+            # Nobody waits for a receipt: it rides with a later transaction (lazy), off
+            # the inbound messages' path. One that fails is applied again with the next
+            # flush (harmless: a receipt only moves a message forward).
+            fut = self.batcher.submit_nowait(
+                store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now()),
+                lazy=True,
+            )
+            fut.add_done_callback(lambda f: self._receipts_done(receipts, f))
         try:
-            if receipts:
-                rc_fut = self.batcher.submit_nowait(
-                    store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now())
-                )
             await self._store(batch)
         except BaseException:
             self._in_buf[:0] = batch
-            if rc_fut is None or not _succeeded(rc_fut):
-                # (re-applying receipts is harmless: they only move a message forward)
-                self._rc_buf[:0] = receipts
             raise
-        if rc_fut is not None:
-            try:
-                await rc_fut
-            except BaseException:
-                self._rc_buf[:0] = receipts
-                raise
+
+    def _receipts_done(self, receipts: list[tuple[str, str]], fut: asyncio.Future[None]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._rc_buf[:0] = receipts
 
     async def _store(self, batch: list[IncomingMessage]) -> None:
         if not batch:
@@ -343,16 +339,3 @@ class TenantPipeline:
         async with self.batcher.engine.connect() as conn:
             row = (await conn.execute(select(self.fence.holds()))).scalar()
         return bool(row)
-
-
-def _succeeded(fut: asyncio.Future[Any]) -> bool:
-    """True if `fut` has committed; otherwise its outcome is consumed when it settles."""
-    if not fut.done():
-        fut.add_done_callback(_consume)
-        return False
-    return not fut.cancelled() and fut.exception() is None
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: no "exception was never retrieved" at exit
