@@ -1,0 +1,228 @@
+"""Inbound messages: stored on arrival (deduplicated by wa_id), then completed — marked
+PROCESSED or FAILED with their reply put in the outbox, under the lease fence — and the
+RECEIVED ones a bot still has to process."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wafleet.states import MessageDirection, MessageStatus
+from wafleet.worker.batcher import MergeableWrite
+from wafleet.worker.store.fencing import (
+    _IN_CHUNK,
+    ML,
+    Fence,
+    _held,
+    _insert,
+    _lease_groups,
+    _rows_after,
+    _update_by_wa_id,
+)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    tenant_id: int
+    wa_id: str
+    chat: str
+    sender: str
+    body: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What storing a write's inbound messages did: the (tenant id, wa_id) pairs that were
+    new (duplicates skipped), and among them those whose decided outcome also committed."""
+
+    new: set[tuple[int, str]]
+    completed: set[tuple[int, str]]
+
+
+class InsertInbound(MergeableWrite):
+    """Store inbound messages. Merged per batch: one multi-row INSERT for every tenant's
+    messages; a message new to the database counts as new for the first write holding it.
+
+    ``decided`` holds outcomes the bot could compute before storing (a rule's answer):
+    those of new messages are completed in the same transaction, through
+    `CompleteInbound` (so fenced by ``fence``) — one commit on such a message's path
+    instead of two. A completion the fence refuses leaves its message RECEIVED."""
+
+    def __init__(
+        self,
+        items: Sequence[Inbound],
+        now: datetime,
+        *,
+        fence: Fence | None = None,
+        decided: Mapping[str, Outcome] | None = None,
+    ) -> None:
+        if decided and fence is None:
+            raise ValueError("decided outcomes need the lease fence")
+        self.items = items
+        self.now = now
+        self.fence = fence
+        self.decided = decided or {}
+
+    def rows(self) -> list[dict[str, Any]]:
+        now = self.now
+        return [
+            {
+                "tenant_id": m.tenant_id,
+                "direction": MessageDirection.IN.value,
+                "wa_id": m.wa_id,
+                "chat": m.chat,
+                "sender": m.sender,
+                "body": m.body,
+                "status": MessageStatus.RECEIVED.value,
+                "attempts": 0,
+                "created_at": m.at if m.at <= now else now,
+                "updated_at": now,
+            }
+            for m in self.items
+        ]
+
+    @classmethod
+    async def run_many(cls, conn: AsyncConnection, writes: list[InsertInbound]) -> list[Stored]:
+        rows = [r for w in writes for r in w.rows()]
+        new: set[tuple[int, str]] = set()
+        if rows:
+            stmt = (
+                _insert(conn, ML)
+                .on_conflict_do_nothing()
+                .returning(ML.c.tenant_id, ML.c.wa_id, ML.c.id)
+            )
+            res = await conn.execute(stmt, rows)
+            new = {(int(r[0]), str(r[1])) for r in res.all()}
+        results: list[Stored] = []
+        completions: list[tuple[Stored, CompleteInbound]] = []
+        for w in writes:
+            mine = {(m.tenant_id, m.wa_id) for m in w.items} & new
+            new -= mine
+            stored = Stored(mine, set())
+            results.append(stored)
+            if w.fence is not None:
+                completions += [
+                    (stored, CompleteInbound(w.fence, outcome, w.now))
+                    for wa_id, outcome in w.decided.items()
+                    if (w.fence.tenant_id, wa_id) in mine
+                ]
+        if completions:
+            done = await CompleteInbound.run_many(conn, [c for _, c in completions])
+            for (stored, c), ok in zip(completions, done, strict=True):
+                if ok:
+                    stored.completed.add((c.outcome.tenant_id, c.outcome.inbound_wa_id))
+        return results
+
+
+def insert_inbound_fn(
+    items: Sequence[Inbound],
+    now: datetime,
+    *,
+    fence: Fence | None = None,
+    decided: Mapping[str, Outcome] | None = None,
+) -> InsertInbound:
+    return InsertInbound(items, now, fence=fence, decided=decided)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of processing one inbound message."""
+
+    tenant_id: int
+    inbound_wa_id: str
+    chat: str
+    reply: str | None
+    error: str | None = None
+
+
+def reply_wa_id(inbound_wa_id: str) -> str:
+    # Deterministic: re-processing the same inbound message can never create a 2nd reply.
+    return f"R-{inbound_wa_id}"[:128]
+
+
+class CompleteInbound(MergeableWrite):
+    """Mark one inbound message PROCESSED (or FAILED) and put its reply, if any, in the
+    outbox — only while the lease is ours. Returns False when nothing was done (already
+    processed, or the lease is gone). Merged per batch: one UPDATE ... RETURNING per
+    (lease, outcome status) and one multi-row INSERT of replies, whatever the number of
+    messages. It touches only inbound rows committed before it was submitted and their
+    new reply rows, which no other write of the same batch depends on."""
+
+    def __init__(self, fence: Fence, outcome: Outcome, now: datetime) -> None:
+        self.fence = fence
+        self.outcome = outcome
+        self.now = now
+
+    @classmethod
+    async def run_many(cls, conn: AsyncConnection, writes: list[CompleteInbound]) -> list[bool]:
+        applied: set[tuple[int, str]] = set()
+        # one UPDATE per group: same worker, same outcome status and error, one lease
+        # epoch per tenant, at most _IN_CHUNK messages
+        for group in _lease_groups(writes, key=lambda w: w.outcome.error, most=_IN_CHUNK):
+            first = group[0]
+            status = (
+                MessageStatus.FAILED if first.outcome.error else MessageStatus.PROCESSED
+            ).value
+            pairs = list(dict.fromkeys((w.fence.tenant_id, w.outcome.inbound_wa_id) for w in group))
+            applied |= await _update_by_wa_id(
+                conn,
+                MessageDirection.IN,
+                pairs,
+                ML.c.status == MessageStatus.RECEIVED.value,
+                _held(group),
+                values={
+                    "status": status,
+                    "error": first.outcome.error,
+                    "updated_at": max(w.now for w in group),
+                },
+                returning=True,
+            )
+        results: list[bool] = []
+        replies: list[dict[str, Any]] = []
+        for w in writes:
+            key = (w.outcome.tenant_id, w.outcome.inbound_wa_id)
+            ok = key in applied
+            applied.discard(key)  # a duplicate in the same batch reports False, as alone
+            results.append(ok)
+            if ok and w.outcome.reply is not None:
+                replies.append(
+                    {
+                        "tenant_id": w.outcome.tenant_id,
+                        "direction": MessageDirection.OUT.value,
+                        "wa_id": reply_wa_id(w.outcome.inbound_wa_id),
+                        "chat": w.outcome.chat,
+                        "sender": "me",
+                        "body": w.outcome.reply,
+                        "status": MessageStatus.PENDING.value,
+                        "attempts": 0,
+                        "created_at": w.now,
+                        "updated_at": w.now,
+                    }
+                )
+        if replies:
+            await conn.execute(_insert(conn, ML).on_conflict_do_nothing(), replies)
+        return results
+
+
+def complete_inbound_fn(fence: Fence, outcome: Outcome, now: datetime) -> CompleteInbound:
+    return CompleteInbound(fence, outcome, now)
+
+
+async def received_inbound(
+    conn: AsyncConnection, tenant_id: int, *, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    columns = (ML.c.id, ML.c.wa_id, ML.c.chat, ML.c.sender, ML.c.body, ML.c.created_at)
+    return await _rows_after(
+        conn,
+        columns,
+        tenant_id,
+        MessageDirection.IN,
+        MessageStatus.RECEIVED,
+        after_id=after_id,
+        limit=limit,
+    )
