@@ -1,5 +1,6 @@
-"""Delivery side of operator alerts: the signed payload, a per-key token-bucket rate limit
-with bounded memory, and a sender that POSTs with bounded retries decided by error type.
+"""Delivery side of operator alerts: the `Alert` and its signed payload, a per-key
+token-bucket rate limit with bounded memory, a sender that POSTs with bounded retries
+decided by error type, and the counters of what became of alerts (`AlertStats`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from wafleet.security import hmac_sha256_hex
 log = get_logger("wafleet.alerts")
 
 SIGNATURE_HEADER = "X-Wafleet-Signature"
+Clock = Callable[[], datetime]
 Monotonic = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -52,6 +54,21 @@ class Alert:
         if suppressed:
             body["suppressed"] = suppressed  # alerts of this tenant dropped by the rate limit
         return body
+
+
+@dataclass
+class AlertStats:
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    dropped: int = 0  # queue full
+    deduplicated: int = 0
+    delivered: list[dict[str, Any]] = field(default_factory=list)  # the last few, for tests/UI
+
+    def remember(self, payload: dict[str, Any], keep: int = 50) -> None:
+        self.delivered.append(payload)
+        del self.delivered[:-keep]
 
 
 def sign(key: str, body: bytes) -> str:
