@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from wafleet.simulator.connection import ONLINE, QR, Conn
-from wafleet.simulator.core import ApiError, Simulator
+from wafleet.simulator.core import Simulator
+from wafleet.simulator.errors import ApiError
 from wafleet.simulator.faults import Fault, FaultTable
 from wafleet.simulator.protocol import coalesce
 
@@ -103,7 +104,7 @@ async def test_qr_rotation_schedule_scaled() -> None:
     assert len({f["code"] for f in sent[:6]}) == 6
     first_expiry = datetime.fromisoformat(sent[0]["expires_at"])
     assert first_expiry - datetime(2030, 1, 1, tzinfo=UTC) == timedelta(seconds=30)
-    assert sim.qr_codes == {}
+    assert sim.pairing.codes == {}
 
 
 async def test_temp_ban_by_clock() -> None:

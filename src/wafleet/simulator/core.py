@@ -2,7 +2,8 @@
 
 Transport-free: the ASGI layer (`asgi.py`) feeds it handshakes, frames and disconnects;
 it answers by pushing frames onto `Conn`s. Everything runs on one event loop, so no locks.
-Fault semantics are documented in `faults.py`, the wire protocol in `protocol.py`.
+Fault semantics are documented in `faults.py`, the wire protocol in `protocol.py`; the
+codes shown to connections waiting for a link live in `pairing.py`.
 """
 
 from __future__ import annotations
@@ -12,34 +13,15 @@ import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wafleet.simulator import protocol as p
 from wafleet.simulator.connection import CLOSED, NEW, ONLINE, QR, Conn
+from wafleet.simulator.errors import ApiError
 from wafleet.simulator.faults import ALL, KINDS, ONE_SHOT, Fault, FaultTable
+from wafleet.simulator.pairing import Pairing
 from wafleet.simulator.phones import Account, Device
-
-# WhatsApp's QR rotation: the first code lives 60 s, five more 20 s each, then qr_timeout.
-QR_TTLS: tuple[float, ...] = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
-
-
-class ApiError(Exception):
-    """A control-API refusal: HTTP ``status`` with a JSON ``{"error": {code, message}}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass(slots=True)
-class QrEntry:
-    conn: Conn
-    expires_at: datetime | None
-    phone: str | None = None  # pairing codes are bound to the phone that asked for them
 
 
 class Simulator:
@@ -66,7 +48,9 @@ class Simulator:
         self.accounts: dict[str, Account] = {}
         self.devices: dict[str, Device] = {}
         self.faults = FaultTable(clock)
-        self.qr_codes: dict[str, QrEntry] = {}
+        self.pairing = Pairing(
+            time_scale=time_scale, now=now, sleep=sleep, send=self._send, end=self._end
+        )
         self.conns: set[Conn] = set()
         self.max_concurrent: dict[str, int] = {}
         self.connect_attempts: dict[str, int] = {}
@@ -129,7 +113,7 @@ class Simulator:
             conn.state = CLOSED
             conn.close_with({"type": "unlinked", "ok": dev is not None})
         elif kind == "pair_phone" and conn.state == QR:
-            self._pair_code(conn, frame)
+            self.pairing.pair_code(conn, frame)
 
     def _send(self, conn: Conn, frame: dict[str, Any]) -> None:
         if self.faults and self.faults.active("blackhole", conn.phone):
@@ -142,7 +126,7 @@ class Simulator:
         token = frame.get("creds")
         if not token:
             conn.state = QR
-            conn.qr_task = self._spawn(self._qr_rotation(conn), f"sim-qr-{conn.id}")
+            conn.qr_task = self._spawn(self.pairing.qr_rotation(conn), f"sim-qr-{conn.id}")
             return
         dev = self.devices.get(str(token))
         if dev is None or not dev.linked:
@@ -217,41 +201,9 @@ class Simulator:
 
     # ------------------------------------------------------------------ pairing
 
-    async def _qr_rotation(self, conn: Conn) -> None:
-        for ttl in QR_TTLS:
-            seconds = ttl * self.time_scale
-            code = f"2@{secrets.token_urlsafe(24)},{secrets.token_urlsafe(16)},{conn.id}"
-            expires = self.now() + timedelta(seconds=seconds)
-            self.qr_codes[code] = QrEntry(conn, expires)
-            conn.qr_code = code
-            self._send(conn, {"type": "qr", "code": code, "expires_at": p.iso(expires)})
-            try:
-                await self._sleep(seconds)
-            finally:
-                self.qr_codes.pop(code, None)
-        conn.qr_code = None
-        conn.qr_task = None  # finishing by itself: don't let _detach cancel us
-        self._end(conn, p.QR_TIMEOUT, detail="no QR code was scanned in time")
-
-    def _pair_code(self, conn: Conn, frame: dict[str, Any]) -> None:
-        phone = frame.get("phone")
-        if not isinstance(phone, str) or not phone:
-            return
-        alphabet = "ABCDEFGHJKLMNPQRSTVWXYZ23456789"
-        raw = "".join(secrets.choice(alphabet) for _ in range(8))
-        code = f"{raw[:4]}-{raw[4:]}"
-        self.qr_codes[code] = QrEntry(conn, None, phone=phone)
-        self._send(conn, {"type": "pair_code", "code": code})
-
     def scan(self, code: str, phone: str) -> dict[str, Any]:
-        entry = self.qr_codes.get(code)
-        if entry is None or entry.conn.state != QR:
-            raise ApiError(404, "unknown_qr", "no session is showing this QR code (expired?)")
-        if entry.expires_at is not None and entry.expires_at <= self.now():
-            raise ApiError(404, "unknown_qr", "this QR code has expired")
-        if entry.phone is not None and entry.phone != phone:
-            raise ApiError(409, "wrong_phone", f"this pairing code was requested for {entry.phone}")
-        conn = entry.conn
+        """Link a new device of ``phone`` to the connection showing ``code``."""
+        conn = self.pairing.redeem(code, phone)
         acct = self.accounts.get(phone)
         if acct is None:
             acct = self.accounts[phone] = Account(phone)
@@ -375,11 +327,7 @@ class Simulator:
         task, conn.qr_task = conn.qr_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        if conn.qr_code is not None:
-            self.qr_codes.pop(conn.qr_code, None)
-            conn.qr_code = None
-        for code in [c for c, e in self.qr_codes.items() if e.conn is conn and e.phone]:
-            del self.qr_codes[code]
+        self.pairing.forget(conn)
         conn.state = CLOSED
 
     async def _reap_idle(self) -> None:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from wafleet.simulator import views
-from wafleet.simulator.core import ApiError, Simulator
+from wafleet.simulator.core import Simulator
+from wafleet.simulator.errors import ApiError
 from wafleet.simulator.faults import ALL
 
 PHONE_RE: Final = re.compile(r"^\+?[0-9]{4,20}$")

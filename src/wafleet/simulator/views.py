@@ -29,7 +29,7 @@ def pending_qr(sim: Simulator) -> list[dict[str, Any]]:
     now = sim.now()
     return [
         {"qr": code, "expires_at": p.iso(e.expires_at), "session": e.conn.id}
-        for code, e in sim.qr_codes.items()
+        for code, e in sim.pairing.codes.items()
         if e.phone is None and e.expires_at is not None and e.expires_at > now
     ]
 
