@@ -40,8 +40,15 @@ def replies(fleet: Fleet) -> list[dict[str, Any]]:
 
 def test_kill9_worker_fails_over_without_relink_or_loss(fleet_factory: Any) -> None:
     fleet: Fleet = fleet_factory(tenants=TENANTS, workers=3)
-    spread = holders(fleet)
-    assert len(spread) == 3, spread
+
+    def spread_over_all() -> Counter[str] | None:
+        # The first worker up claims everything and hands tenants over a few per claim
+        # interval, so linking can finish before every worker holds some: wait for it.
+        h = holders(fleet)
+        settled = len(h) == 3 and sum(h.values()) == TENANTS
+        return h if settled and all(r["state"] == "CONNECTED" for r in fleet.sessions()) else None
+
+    wait_until(spread_over_all, timeout=40, interval=0.3, what="tenants on all 3 workers")
     victim = fleet.workers[0]
     victim_id = fleet.worker_ids()[victim.pid]
     victim_slugs = [r["slug"] for r in fleet.sessions() if r["lease_worker"] == victim_id]

@@ -15,7 +15,6 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import websockets
@@ -29,17 +28,21 @@ from wafleet.engines.base import (
     EngineContext,
     EngineError,
     EngineEvent,
-    IncomingMessage,
     KeepAliveTimeout,
     NotConnected,
     OutgoingText,
     PairSuccess,
     QrCode,
-    Receipt,
 )
 from wafleet.logging import get_logger
 from wafleet.simulator import protocol as p
-from wafleet.simulator.client_link import Link, close_event, retrieve
+from wafleet.simulator.client_link import (
+    Link,
+    close_event,
+    incoming_message,
+    receipt,
+    retrieve,
+)
 from wafleet.states import Cause
 
 _LOGIN_FAILURES: dict[str, Cause] = {
@@ -160,7 +163,7 @@ class SimulatorEngine:
         link = self._link
         if link is None or not link.logged_in or link.finished:
             raise NotConnected("not logged in")
-        await asyncio.shield(self._queue_send(link, to, text, message_id))
+        await asyncio.shield(link.send(to, text, message_id))
 
     async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
         link = self._link
@@ -168,7 +171,7 @@ class SimulatorEngine:
             return [NotConnected("not logged in")] * len(messages)
         # All frames queued now, in order, then one wait for every answer: no task and
         # no round trip per message (the outbox's hot path).
-        futs = [self._queue_send(link, *m) for m in messages]
+        futs = [link.send(*m) for m in messages]
         if futs:
             await asyncio.wait(futs)
         out: list[EngineError | None] = []
@@ -178,16 +181,6 @@ class SimulatorEngine:
                 raise err
             out.append(err)
         return out
-
-    @staticmethod
-    def _queue_send(link: Link, to: str, text: str, message_id: str) -> asyncio.Future[None]:
-        fut = link.waiters.get(message_id)
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            fut.add_done_callback(retrieve)
-            link.waiters[message_id] = fut
-            link.enqueue({"type": "send", "id": message_id, "to": to, "text": text})
-        return fut
 
     async def ack(self, message_id: str) -> None:
         link = self._link
@@ -370,30 +363,14 @@ class SimulatorEngine:
             for item in frame.get("items") or ():
                 if link.finished:  # disconnect() from inside the sink: stop delivering
                     return True
-                await self._emit(
-                    IncomingMessage(
-                        id=str(item["id"]),
-                        chat=str(item["chat"]),
-                        sender=str(item["sender"]),
-                        text=str(item["text"]),
-                        at=p.parse_iso(item.get("at")) or datetime.now(UTC),
-                    )
-                )
+                await self._emit(incoming_message(item))
         elif kind == "receipts":
             for item in frame.get("items") or ():
                 if link.finished:
                     return True
-                await self._emit(
-                    Receipt(
-                        message_id=str(item["id"]),
-                        status=str(item["status"]),
-                        at=p.parse_iso(item.get("at")) or datetime.now(UTC),
-                    )
-                )
+                await self._emit(receipt(item))
         elif kind == "sent":
-            fut = link.waiters.pop(str(frame.get("id")), None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            link.sent(str(frame.get("id")))
         elif kind == "pong":
             link.pong.set()
         elif kind == "connected":

@@ -1,24 +1,48 @@
 """The engine side of one simulator WebSocket (used by `wafleet.engines.simulator`):
-per-connection state, the batching writer, and the ``close`` frame → typed event mapping."""
+per-connection state, the batching writer, and the frame → typed event mapping."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from wafleet.engines.base import (
     ClientOutdated,
     ConnectionLost,
+    IncomingMessage,
     LoggedOut,
     NotConnected,
     QrTimeout,
+    Receipt,
     Replaced,
     TemporaryBan,
 )
 from wafleet.simulator import protocol as p
 from wafleet.states import Cause
+
+
+def incoming_message(item: dict[str, Any]) -> IncomingMessage:
+    """The event for one item of a ``messages`` frame."""
+    return IncomingMessage(
+        id=str(item["id"]),
+        chat=str(item["chat"]),
+        sender=str(item["sender"]),
+        text=str(item["text"]),
+        at=p.parse_iso(item.get("at")) or datetime.now(UTC),
+    )
+
+
+def receipt(item: dict[str, Any]) -> Receipt:
+    """The event for one item of a ``receipts`` frame."""
+    return Receipt(
+        message_id=str(item["id"]),
+        status=str(item["status"]),
+        at=p.parse_iso(item.get("at")) or datetime.now(UTC),
+    )
 
 
 def close_event(frame: dict[str, Any]) -> ConnectionLost:
@@ -65,6 +89,22 @@ class Link:
         self._frames.append(p.encode(frame))
         self._wake.set()
 
+    def send(self, to: str, text: str, message_id: str) -> asyncio.Future[None]:
+        """Queue a ``send`` frame; the future resolves on the server's ``sent``. A message
+        id already in flight shares its future (and is not sent twice)."""
+        fut = self.waiters.get(message_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(retrieve)
+            self.waiters[message_id] = fut
+            self.enqueue({"type": "send", "id": message_id, "to": to, "text": text})
+        return fut
+
+    def sent(self, message_id: str) -> None:
+        fut = self.waiters.pop(message_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
     def ack(self, message_id: str) -> None:
         # Batched: one ``ack`` frame per writer wake-up carries every id queued so far.
         self._acks.append(message_id)
@@ -78,8 +118,13 @@ class Link:
             if self._acks:
                 frames.append(p.encode({"type": "ack", "ids": self._acks}))
                 self._acks = []
-            for text in frames:
-                await self.ws.send(text)
+            try:
+                for text in frames:
+                    await self.ws.send(text)
+            except ConnectionClosed:
+                # The receive loop sees the same close and reports it; queued frames die
+                # with the connection (their waiters fail when the link is torn down).
+                return
 
     def abort(self) -> None:
         transport = getattr(self.ws, "transport", None)

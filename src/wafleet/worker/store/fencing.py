@@ -99,6 +99,25 @@ def _lease_groups(
     return [members for _, _, members in groups]
 
 
+async def _leases_held(conn: AsyncConnection, fences: Sequence[Fence]) -> set[Fence]:
+    """The fences whose lease is still (worker, epoch), read in one SELECT per
+    `_IN_CHUNK` tenants — locked on PostgreSQL, so none can move before the caller's
+    writes commit; on SQLite a lease changed by another process makes the write
+    transaction fail instead."""
+    tenants = sorted({f.tenant_id for f in fences})
+    current: set[Fence] = set()
+    for start in range(0, len(tenants), _IN_CHUNK):
+        q = select(TL.c.tenant_id, TL.c.worker_id, TL.c.epoch).where(
+            TL.c.tenant_id.in_(tenants[start : start + _IN_CHUNK])
+        )
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        current.update(
+            Fence(str(w), int(t), int(e)) for t, w, e in (await conn.execute(q)).all() if w
+        )
+    return {f for f in fences if f in current}
+
+
 def _held(group: Sequence[_Fenced]) -> Any:
     """SQL condition: the row's tenant is still leased to the group's worker at its epoch."""
     leases = list(dict.fromkeys((w.fence.tenant_id, w.fence.epoch) for w in group))

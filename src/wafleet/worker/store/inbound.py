@@ -20,6 +20,7 @@ from wafleet.worker.store.fencing import (
     _held,
     _insert,
     _lease_groups,
+    _leases_held,
     _rows_after,
     _update_by_wa_id,
 )
@@ -49,9 +50,10 @@ class InsertInbound(MergeableWrite):
     messages; a message new to the database counts as new for the first write holding it.
 
     ``decided`` holds outcomes the bot could compute before storing (a rule's answer):
-    those of new messages are completed in the same transaction, through
-    `CompleteInbound` (so fenced by ``fence``) — one commit on such a message's path
-    instead of two. A completion the fence refuses leaves its message RECEIVED."""
+    while the lease is ``fence``, such a message is stored done — PROCESSED, its reply
+    row PENDING, in this same transaction — so its path has one commit, not two. If the
+    lease has moved on, it is stored RECEIVED and decided nothing (its processing will
+    find the lease gone); a message stored before is left as it is."""
 
     def __init__(
         self,
@@ -68,27 +70,38 @@ class InsertInbound(MergeableWrite):
         self.fence = fence
         self.decided = decided or {}
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, decided: Mapping[str, Outcome]) -> list[dict[str, Any]]:
         now = self.now
-        return [
-            {
-                "tenant_id": m.tenant_id,
-                "direction": MessageDirection.IN.value,
-                "wa_id": m.wa_id,
-                "chat": m.chat,
-                "sender": m.sender,
-                "body": m.body,
-                "status": MessageStatus.RECEIVED.value,
-                "attempts": 0,
-                "created_at": m.at if m.at <= now else now,
-                "updated_at": now,
-            }
-            for m in self.items
-        ]
+        rows = []
+        for m in self.items:
+            outcome = decided.get(m.wa_id)
+            status = MessageStatus.RECEIVED
+            if outcome is not None:
+                status = MessageStatus.FAILED if outcome.error else MessageStatus.PROCESSED
+            rows.append(
+                {
+                    "tenant_id": m.tenant_id,
+                    "direction": MessageDirection.IN.value,
+                    "wa_id": m.wa_id,
+                    "chat": m.chat,
+                    "sender": m.sender,
+                    "body": m.body,
+                    "status": status.value,
+                    "error": outcome.error if outcome is not None else None,
+                    "attempts": 0,
+                    "created_at": m.at if m.at <= now else now,
+                    "updated_at": now,
+                }
+            )
+        return rows
 
     @classmethod
     async def run_many(cls, conn: AsyncConnection, writes: list[InsertInbound]) -> list[Stored]:
-        rows = [r for w in writes for r in w.rows()]
+        fences = [w.fence for w in writes if w.fence is not None and w.decided]
+        held = await _leases_held(conn, fences) if fences else set()
+        # each write's outcomes that may be stored with its messages (lease still ours)
+        decided = [w.decided if w.fence in held else {} for w in writes]
+        rows = [r for w, d in zip(writes, decided, strict=True) for r in w.rows(d)]
         new: set[tuple[int, str]] = set()
         if rows:
             stmt = (
@@ -99,23 +112,16 @@ class InsertInbound(MergeableWrite):
             res = await conn.execute(stmt, rows)
             new = {(int(r[0]), str(r[1])) for r in res.all()}
         results: list[Stored] = []
-        completions: list[tuple[Stored, CompleteInbound]] = []
-        for w in writes:
+        replies: list[tuple[Outcome, datetime]] = []
+        for w, d in zip(writes, decided, strict=True):
             mine = {(m.tenant_id, m.wa_id) for m in w.items} & new
             new -= mine
-            stored = Stored(mine, set())
-            results.append(stored)
-            if w.fence is not None:
-                completions += [
-                    (stored, CompleteInbound(w.fence, outcome, w.now))
-                    for wa_id, outcome in w.decided.items()
-                    if (w.fence.tenant_id, wa_id) in mine
-                ]
-        if completions:
-            done = await CompleteInbound.run_many(conn, [c for _, c in completions])
-            for (stored, c), ok in zip(completions, done, strict=True):
-                if ok:
-                    stored.completed.add((c.outcome.tenant_id, c.outcome.inbound_wa_id))
+            completed = {(o.tenant_id, o.inbound_wa_id) for o in d.values()} & mine
+            results.append(Stored(mine, completed))
+            replies += (
+                (o, w.now) for o in d.values() if (o.tenant_id, o.inbound_wa_id) in completed
+            )
+        await _insert_replies(conn, replies)
         return results
 
 
@@ -183,30 +189,39 @@ class CompleteInbound(MergeableWrite):
                 returning=True,
             )
         results: list[bool] = []
-        replies: list[dict[str, Any]] = []
+        replies: list[tuple[Outcome, datetime]] = []
         for w in writes:
             key = (w.outcome.tenant_id, w.outcome.inbound_wa_id)
             ok = key in applied
             applied.discard(key)  # a duplicate in the same batch reports False, as alone
             results.append(ok)
-            if ok and w.outcome.reply is not None:
-                replies.append(
-                    {
-                        "tenant_id": w.outcome.tenant_id,
-                        "direction": MessageDirection.OUT.value,
-                        "wa_id": reply_wa_id(w.outcome.inbound_wa_id),
-                        "chat": w.outcome.chat,
-                        "sender": "me",
-                        "body": w.outcome.reply,
-                        "status": MessageStatus.PENDING.value,
-                        "attempts": 0,
-                        "created_at": w.now,
-                        "updated_at": w.now,
-                    }
-                )
-        if replies:
-            await conn.execute(_insert(conn, ML).on_conflict_do_nothing(), replies)
+            if ok:
+                replies.append((w.outcome, w.now))
+        await _insert_replies(conn, replies)
         return results
+
+
+async def _insert_replies(conn: AsyncConnection, done: Sequence[tuple[Outcome, datetime]]) -> None:
+    """The outbox rows (PENDING) of just completed messages that have a reply: one
+    multi-row INSERT. The deterministic reply id makes a second one impossible."""
+    rows = [
+        {
+            "tenant_id": o.tenant_id,
+            "direction": MessageDirection.OUT.value,
+            "wa_id": reply_wa_id(o.inbound_wa_id),
+            "chat": o.chat,
+            "sender": "me",
+            "body": o.reply,
+            "status": MessageStatus.PENDING.value,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for o, now in done
+        if o.reply is not None
+    ]
+    if rows:
+        await conn.execute(_insert(conn, ML).on_conflict_do_nothing(), rows)
 
 
 def complete_inbound_fn(fence: Fence, outcome: Outcome, now: datetime) -> CompleteInbound:

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wafleet.worker.batcher import MergeableWrite
-from wafleet.worker.store.fencing import _IN_CHUNK, CE, TL, TN, WS, Fence
+from wafleet.worker.store.fencing import CE, TN, WS, Fence, _leases_held
 
 
 @dataclass(frozen=True)
@@ -47,16 +47,8 @@ class UpdateSession(MergeableWrite):
 
     @classmethod
     async def run_many(cls, conn: AsyncConnection, writes: list[UpdateSession]) -> list[bool]:
-        tenants = sorted({w.fence.tenant_id for w in writes})
-        held: set[tuple[int, str | None, int]] = set()
-        for start in range(0, len(tenants), _IN_CHUNK):
-            q = select(TL.c.tenant_id, TL.c.worker_id, TL.c.epoch).where(
-                TL.c.tenant_id.in_(tenants[start : start + _IN_CHUNK])
-            )
-            if conn.dialect.name == "postgresql":
-                q = q.with_for_update()
-            held.update((int(t), w, int(e)) for t, w, e in (await conn.execute(q)).all())
-        ok = [(w.fence.tenant_id, w.fence.worker_id, w.fence.epoch) in held for w in writes]
+        held = await _leases_held(conn, [w.fence for w in writes])
+        ok = [w.fence in held for w in writes]
         # Rounds keep each tenant's own writes in submission order (at most one per round).
         rounds: list[list[UpdateSession]] = []
         last: dict[int, int] = {}
