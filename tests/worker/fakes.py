@@ -19,7 +19,7 @@ from wafleet.engines.base import (
     NotConnected,
     OutgoingText,
     QrCode,
-    send_concurrently,
+    send_in_order,
 )
 from wafleet.states import Cause
 
@@ -70,12 +70,17 @@ class FakeEngine:
     async def send_text(self, to: str, text: str, message_id: str) -> None:
         if not self.connected:
             raise NotConnected("not connected")
+        self.world.send_calls.append(message_id)
+        if message_id in self.world.fail_send_once:
+            self.world.fail_send_once.discard(message_id)
+            raise EngineError("scripted send failure")
         if message_id not in self.world.sent_ids:
             self.world.sent_ids.add(message_id)
             self.world.sent.append((to, text, message_id))
 
     async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
-        return await send_concurrently(self.send_text, messages)
+        # one by one, stopping at a failure, like an engine whose sends can fail alone
+        return await send_in_order(self.send_text, messages)
 
     async def ack(self, message_id: str) -> None:
         self.world.acked.add(message_id)
@@ -100,6 +105,8 @@ class FakeWorld:
         self.engine: FakeEngine | None = None
         self.sent: list[tuple[str, str, str]] = []
         self.sent_ids: set[str] = set()
+        self.send_calls: list[str] = []  # every attempt, failed ones and repeats included
+        self.fail_send_once: set[str] = set()
         self.acked: set[str] = set()
         self.undelivered: list[IncomingMessage] = []
         self._n = 0

@@ -191,34 +191,40 @@ async def test_merged_session_writes_keep_each_tenants_order_and_fence(db: Any) 
 
 async def test_decided_outcomes_commit_with_their_new_messages_under_the_fence(db: Any) -> None:
     database, batcher = db
-    await batcher.submit(store.insert_inbound_fn(inbound(1, 1), NOW))  # m0 stored before
     ok1, stale2 = store.Fence(W, 1, 3), store.Fence(W, 2, 2)
 
-    def decided(fence: store.Fence, n: int) -> dict[str, store.Outcome]:
+    def msg(t: int, wa: str, chat: str) -> store.Inbound:
+        return store.Inbound(t, wa, chat, chat, "hi", NOW)
+
+    def decide(fence: store.Fence, items: list[store.Inbound]) -> dict[str, store.Outcome]:
         return {
-            f"m{i}": store.Outcome(fence.tenant_id, f"m{i}", "+1555", f"re{i}" if i else None)
-            for i in range(n)
+            m.wa_id: store.Outcome(fence.tenant_id, m.wa_id, m.chat, f"re {m.wa_id}") for m in items
         }
 
+    await batcher.submit(store.insert_inbound_fn([msg(1, "a0", "+1")], NOW))  # stored before
+    mine = [msg(1, "a0", "+1"), msg(1, "a1", "+1"), msg(1, "b0", "+2"), msg(1, "b1", "+2")]
+    theirs = [msg(2, "c0", "+3")]
     results = await asyncio.gather(
+        batcher.submit(store.insert_inbound_fn(mine, NOW, fence=ok1, decided=decide(ok1, mine))),
         batcher.submit(
-            store.insert_inbound_fn(inbound(1, 3), NOW, fence=ok1, decided=decided(ok1, 3))
-        ),
-        batcher.submit(
-            store.insert_inbound_fn(inbound(2, 2), NOW, fence=stale2, decided=decided(stale2, 2))
+            store.insert_inbound_fn(theirs, NOW, fence=stale2, decided=decide(stale2, theirs))
         ),
     )
-    # m0 of tenant 1 was not new: its (RECEIVED) row is left to whoever queued it
-    assert results[0].new == {(1, "m1"), (1, "m2")}
-    assert results[0].completed == {(1, "m1"), (1, "m2")}
+    # a0 was not new: left as it was (RECEIVED, for whoever queued it), and a1 of its chat
+    # must not be answered ahead of it; chat +2 is answered in this very transaction
+    assert results[0].new == {(1, "a1"), (1, "b0"), (1, "b1")}
+    assert results[0].completed == {(1, "b0"), (1, "b1")}
     # an old epoch stores the messages (they must not be lost) but decides nothing
-    assert results[1].new == {(2, "m0"), (2, "m1")}
-    assert results[1].completed == set()
+    assert (results[1].new, results[1].completed) == ({(2, "c0")}, set())
     r = await rows(database)
-    assert r[(1, "in", "m0")]["status"] == "RECEIVED"
-    assert r[(1, "in", "m1")]["status"] == r[(1, "in", "m2")]["status"] == "PROCESSED"
-    assert (r[(2, "in", "m0")]["status"], r[(2, "in", "m1")]["status"]) == ("RECEIVED",) * 2
-    assert sorted(k for k in r if k[1] == "out") == [(1, "out", "R-m1"), (1, "out", "R-m2")]
+    assert [r[(1, "in", wa)]["status"] for wa in ("a0", "a1", "b0", "b1")] == [
+        "RECEIVED",
+        "RECEIVED",
+        "PROCESSED",
+        "PROCESSED",
+    ]
+    assert r[(2, "in", "c0")]["status"] == "RECEIVED"
+    assert sorted(k for k in r if k[1] == "out") == [(1, "out", "R-b0"), (1, "out", "R-b1")]
 
 
 def test_decided_outcomes_without_a_fence_are_refused() -> None:

@@ -9,9 +9,10 @@ from typing import Any
 from tests.worker.conftest import WORKER, BotHarness
 from tests.worker.test_bot import until
 from wafleet.engines.base import EngineContext, EngineEvent
+from wafleet.worker import store
 from wafleet.worker.pipeline import TenantPipeline
 from wafleet.worker.rules import BotConfig
-from wafleet.worker.store import Fence
+from wafleet.worker.store import Fence, Inbound
 from wafleet.worker.webhook import WebhookMessage
 
 
@@ -83,5 +84,28 @@ async def test_rule_answers_skip_the_chat_queue_but_wait_behind_a_webhook_of_the
         await until(lambda: len(h.world.sent) == 3, "the webhook chat's replies")
         assert [s[2] for s in h.world.sent[1:]] == [f"R-{first.id}", f"R-{behind.id}"]
         assert {first.id, behind.id, other.id} <= h.world.acked
+    finally:
+        await pipe.stop(drain_timeout=1)
+
+
+async def test_redelivered_stored_message_is_answered_before_a_newer_one_of_its_chat(
+    harness: BotHarness,
+) -> None:
+    # Found in review: the newer message was decided early and answered ahead of the
+    # redelivered one, which an earlier bot of the tenant had stored (its ack failed).
+    h = harness
+    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
+    pipe = await started_pipeline(h, GatedWebhooks(), config)
+    try:
+        m1 = h.world.message("+1000", "first")
+        m2 = h.world.message("+1000", "second")
+        other = h.world.message("+2000", "elsewhere")
+        stored_before = Inbound(h.tenant_id, m1.id, m1.chat, m1.sender, m1.text, m1.at)
+        await h.deps.batcher.submit(store.insert_inbound_fn([stored_before], h.clock.now()))
+        for m in (m1, m2, other):  # one batch: the redelivery, a newer one, another chat
+            pipe.on_incoming(m)
+        await until(lambda: len(h.world.sent) == 3, "every reply")
+        chat_1000 = [s[2] for s in h.world.sent if s[0] == "+1000"]
+        assert chat_1000 == [f"R-{m1.id}", f"R-{m2.id}"]
     finally:
         await pipe.stop(drain_timeout=1)

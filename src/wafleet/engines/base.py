@@ -166,6 +166,10 @@ class NotConnected(EngineError):
     """An operation that needs a live, logged-in connection was called without one."""
 
 
+class NotAttempted(EngineError):
+    """`Engine.send_many` stopped before this message (an earlier one failed): not sent."""
+
+
 # --------------------------------------------------------------------------- protocol
 
 
@@ -173,6 +177,26 @@ class OutgoingText(NamedTuple):
     to: str
     text: str
     message_id: str
+
+
+async def send_in_order(
+    send_text: Callable[[str, str, str], Awaitable[None]], messages: Sequence[OutgoingText]
+) -> list[EngineError | None]:
+    """`Engine.send_many` one message at a time, stopping at the first failure — for
+    engines whose sends queue behind each other anyway, where a window in flight would
+    only make the last ones' timeouts run while they wait."""
+    results: list[EngineError | None] = []
+    for m in messages:
+        try:
+            await send_text(*m)
+        except EngineError as err:
+            results.append(err)
+            results += [NotAttempted("an earlier message of the window failed")] * (
+                len(messages) - len(results)
+            )
+            break
+        results.append(None)
+    return results
 
 
 async def send_concurrently(
@@ -220,10 +244,12 @@ class Engine(Protocol):
         ...
 
     async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
-        """Send several texts, in order on the wire, overlapping their round trips: the
-        outbox sends a window of replies this way. One result per message: None once
-        the server took it, else the `EngineError` it failed with (`NotConnected` when
-        the connection is gone). `send_concurrently` implements it over `send_text`."""
+        """Send several texts in order, overlapping their round trips where the engine
+        can: the outbox sends a window of replies this way. One result per message: None
+        once the server took it, else the `EngineError` it failed with (`NotConnected`
+        when the connection is gone, `NotAttempted` for messages after a failure that an
+        engine sending one by one did not try). `send_concurrently` and `send_in_order`
+        implement it over `send_text`."""
         ...
 
     async def ack(self, message_id: str) -> None: ...

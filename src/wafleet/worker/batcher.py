@@ -9,9 +9,9 @@ retried alone so one bad write cannot fail the others. Write functions report do
 conditions (a lost lease, a duplicate) in their return value, never by raising, so they
 don't roll back the writes grouped with them.
 
-Writes nobody waits on (SENT marks, receipts) may be submitted ``lazy``: they wait up to
-`lazy_delay` for a flush to ride along with, so they don't add statements to every
-transaction on a message's path (under a steady load each flush carried marks and
+Writes nobody waits on (SENT marks, receipts) may be submitted ``lazy``: they wait
+`lazy_delay` and then go together, ahead of the backlog, so they don't add statements to
+every transaction on a message's path (under a steady load each flush carried marks and
 receipts besides the inserts, doubling its statements — and a waiting message's time).
 
 A write may also be a `MergeableWrite`: all writes of one such class in a batch run as one
@@ -125,6 +125,8 @@ class WriteBatcher:
         op = _Op(fn, fut)
         if lazy and not urgent:
             self._lazy.append((loop.time(), op))
+            if len(self._lazy) > 1 and len(self._lazy) < self.max_batch:
+                return fut  # the writer already waits for the oldest one to be due
         else:
             (self._urgent if urgent else self._pending).append(op)
         self._work.set()
@@ -159,13 +161,13 @@ class WriteBatcher:
             batch: list[_Op] = []
             while self._urgent and len(batch) < self.max_batch:
                 batch.append(self._urgent.popleft())
-            while self._pending and len(batch) < self.max_batch:
-                batch.append(self._pending.popleft())
             if lazy_wait == 0.0:
-                # Due: all of them go, with whatever else is waiting (one merged
-                # statement per kind for the whole delay's worth).
+                # Due: they go now, ahead of the backlog (a sustained backlog must not
+                # starve them), one merged statement per kind for the delay's worth.
                 while self._lazy and len(batch) < self.max_batch:
                     batch.append(self._lazy.popleft()[1])
+            while self._pending and len(batch) < self.max_batch:
+                batch.append(self._pending.popleft())
             await self._flush(batch)
 
     async def _flush(self, batch: list[_Op]) -> None:
@@ -228,6 +230,11 @@ class WriteBatcher:
         results: list[Any],
     ) -> None:
         async with conn.begin():
+            if conn.dialect.name == "sqlite":
+                # Take SQLite's write lock now: the driver would only begin at the first
+                # write, so a lease read earlier in the batch could be stale by the time
+                # the rows it fences are written (another process released the lease).
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
             for step in plan:
                 if isinstance(step, int):
                     results[step] = await batch[step].fn(conn)

@@ -159,19 +159,21 @@ class TenantPipeline:
     async def _flush_buffers(self) -> None:
         batch, self._in_buf = self._in_buf, []
         receipts, self._rc_buf = self._rc_buf, []
-        if receipts:
-            # Nobody waits for a receipt: it rides with a later transaction (lazy), off
-            # the inbound messages' path. One that fails is applied again with the next
-            # flush (harmless: a receipt only moves a message forward).
-            fut = self.batcher.submit_nowait(
-                store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now()),
-                lazy=True,
-            )
-            fut.add_done_callback(lambda f: self._receipts_done(receipts, f))
         try:
+            if receipts:
+                # Nobody waits for a receipt: it goes in the batcher's lazy lane, off the
+                # inbound messages' path. One that fails is applied again with the next
+                # flush (harmless: a receipt only moves a message forward).
+                fut = self.batcher.submit_nowait(
+                    store.apply_receipts_fn(self.fence.tenant_id, receipts, self.clock.now()),
+                    lazy=True,
+                )
+                fut.add_done_callback(lambda f: self._receipts_done(receipts, f))
+                receipts = []
             await self._store(batch)
         except BaseException:
             self._in_buf[:0] = batch
+            self._rc_buf[:0] = receipts
             raise
 
     def _receipts_done(self, receipts: list[tuple[str, str]], fut: asyncio.Future[None]) -> None:
@@ -317,6 +319,13 @@ class TenantPipeline:
                     self.on_lease_lost()
                     return
             self.outbox.replied(item.wa_id, item.chat, outcome.reply, committed=ok)
+        except Exception:
+            # Not processed (the database failed, say): it is still RECEIVED. Its chat
+            # goes through the sweep, which queues it again — and nothing newer of the
+            # chat is answered ahead of it meanwhile.
+            self._deferred_chats.add(item.chat)
+            self._deferred_event.set()
+            raise
         finally:
             self._inflight.discard(item.wa_id)
 

@@ -38,7 +38,7 @@ from wafleet.engines.base import (
     PairSuccess,
     QrCode,
     QrTimeout,
-    send_concurrently,
+    send_in_order,
 )
 from wafleet.engines.neonize import store
 from wafleet.engines.neonize.connection import (
@@ -184,8 +184,10 @@ class NeonizeEngine:
         await self._call(conn, "send_text", args)
 
     async def send_many(self, messages: Sequence[OutgoingText]) -> list[EngineError | None]:
-        # The child runs its requests one by one in arrival order: the order holds.
-        return await send_concurrently(self.send_text, messages)
+        # One at a time: the child runs its requests one by one, and each request's
+        # timeout starts when it is written — a whole window in flight would time out
+        # its tail (and have a healthy child killed as hung).
+        return await send_in_order(self.send_text, messages)
 
     async def ack(self, message_id: str) -> None:
         # whatsmeow acknowledges messages itself (delivery receipts on decryption);

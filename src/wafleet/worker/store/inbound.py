@@ -113,14 +113,32 @@ class InsertInbound(MergeableWrite):
             new = {(int(r[0]), str(r[1])) for r in res.all()}
         results: list[Stored] = []
         replies: list[tuple[Outcome, datetime]] = []
+        undo: list[tuple[int, str]] = []
         for w, d in zip(writes, decided, strict=True):
             mine = {(m.tenant_id, m.wa_id) for m in w.items} & new
             new -= mine
-            completed = {(o.tenant_id, o.inbound_wa_id) for o in d.values()} & mine
+            completed: set[tuple[int, str]] = set()
+            behind: set[str] = set()  # chats with an older message stored before
+            for m in w.items:  # in arrival order
+                key = (m.tenant_id, m.wa_id)
+                if key not in mine:
+                    # Stored before (a redelivery): it may still wait to be processed,
+                    # so a newer message of its chat must not be answered ahead of it.
+                    behind.add(m.chat)
+                elif m.wa_id in d:
+                    if m.chat in behind:
+                        undo.append(key)
+                    else:
+                        completed.add(key)
             results.append(Stored(mine, completed))
             replies += (
                 (o, w.now) for o in d.values() if (o.tenant_id, o.inbound_wa_id) in completed
             )
+        if undo:
+            # Rare (a redelivery in the same batch as a newer message of its chat): these
+            # were inserted done; back to RECEIVED, processed behind the older message.
+            reset = {"status": MessageStatus.RECEIVED.value, "error": None}
+            await _update_by_wa_id(conn, MessageDirection.IN, undo, values=reset)
         await _insert_replies(conn, replies)
         return results
 
