@@ -12,17 +12,15 @@ from sqlalchemy.exc import OperationalError
 
 from tests.worker.conftest import BotHarness
 from tests.worker.test_bot import until
-from tests.worker.test_pipeline import GatedWebhooks, started_pipeline
+from tests.worker.test_pipeline import echo_pipeline
 from wafleet.db.models import MessageLog
 from wafleet.worker import store
 from wafleet.worker.outbox import RETRY_DELAY, SEND_WINDOW
-from wafleet.worker.rules import BotConfig
 
 
 async def test_outbox_sends_many_windows_in_each_chats_order(harness: BotHarness) -> None:
     h = harness
-    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
-    pipe = await started_pipeline(h, GatedWebhooks(), config)
+    pipe = await echo_pipeline(h)
     try:
         n = SEND_WINDOW * 3 + 5
         sent_in: dict[str, list[str]] = {"+1000": [], "+2000": []}
@@ -47,8 +45,7 @@ async def test_a_failed_send_holds_back_the_rest_and_is_retried_in_order(
 ) -> None:
     # Found in review: after a failed send the newer replies of the chat went out first.
     h = harness
-    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
-    pipe = await started_pipeline(h, GatedWebhooks(), config)
+    pipe = await echo_pipeline(h)
     try:
         m1, m2 = h.world.message("+1000", "one"), h.world.message("+1000", "two")
         h.world.fail_send_once.add(f"R-{m1.id}")
@@ -70,7 +67,6 @@ async def test_a_failed_sent_mark_is_retried_without_sending_again(
 ) -> None:
     # Found in review: a failed mark made the outbox send the (delivered) replies again.
     h = harness
-    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
     failing = {"on": True}
     real = store.MarkSentByWaId.run_many.__func__  # type: ignore[attr-defined]
 
@@ -80,7 +76,7 @@ async def test_a_failed_sent_mark_is_retried_without_sending_again(
         return await real(cls, conn, writes)
 
     monkeypatch.setattr(store.MarkSentByWaId, "run_many", classmethod(flaky))
-    pipe = await started_pipeline(h, GatedWebhooks(), config)
+    pipe = await echo_pipeline(h)
     try:
         m = h.world.message("+1000", "once")
         pipe.on_incoming(m)

@@ -50,6 +50,12 @@ async def started_pipeline(h: BotHarness, webhooks: Any, config: BotConfig) -> T
     return pipe
 
 
+async def echo_pipeline(h: BotHarness) -> TenantPipeline:
+    """A started pipeline whose one rule answers everything: ``echo: <text>``."""
+    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
+    return await started_pipeline(h, GatedWebhooks(), config)
+
+
 def _ctx(h: BotHarness) -> EngineContext:
     async def sink(ev: EngineEvent) -> None:
         del ev  # the pipeline is driven directly here; the bot's events don't matter
@@ -94,8 +100,7 @@ async def test_redelivered_stored_message_is_answered_before_a_newer_one_of_its_
     # Found in review: the newer message was decided early and answered ahead of the
     # redelivered one, which an earlier bot of the tenant had stored (its ack failed).
     h = harness
-    config = BotConfig.model_validate({"rules": [{"match": "any", "reply": "echo: {text}"}]})
-    pipe = await started_pipeline(h, GatedWebhooks(), config)
+    pipe = await echo_pipeline(h)
     try:
         m1 = h.world.message("+1000", "first")
         m2 = h.world.message("+1000", "second")
