@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wafleet.worker.batcher import BatcherClosed, WriteBatcher
@@ -95,3 +96,43 @@ async def test_a_due_lazy_write_is_flushed_without_other_work(engine: AsyncEngin
     await batcher.close()
     with pytest.raises(BatcherClosed):
         batcher.submit_nowait(put("late"), lazy=True)
+
+
+async def test_due_lazy_writes_are_not_starved_by_a_backlog(engine: AsyncEngine) -> None:
+    # Found in review: due lazy writes only filled what room the backlog left.
+    batcher = WriteBatcher(engine, max_batch=5, lazy_delay=0)
+    lazy = batcher.submit_nowait(put("mark"), lazy=True)
+    backlog = [batcher.submit_nowait(put(f"w{i}")) for i in range(20)]
+    batcher.start()
+    await asyncio.gather(lazy, *backlog)
+    assert (await stored(engine))[0] == "mark"  # in the first batch, ahead of the backlog
+    await batcher.close()
+
+
+async def test_a_sqlite_batch_holds_the_write_lock_from_its_start(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # A lease read at the start of a batch must still hold when the rows it fences are
+    # written: no other connection may write in between (BEGIN IMMEDIATE).
+    other = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", connect_args={"timeout": 0}
+    )
+    outcome: list[str] = []
+
+    async def read_then_write(conn: AsyncConnection) -> None:
+        await conn.execute(text("SELECT count(*) FROM log"))  # the "lease check"
+        try:
+            async with other.begin() as intruder:
+                await intruder.execute(text("INSERT INTO log (v) VALUES ('intruder')"))
+            outcome.append("intruder wrote")
+        except OperationalError as err:
+            outcome.append("locked" if "locked" in str(err) else str(err))
+        await conn.execute(text("INSERT INTO log (v) VALUES ('fenced')"))
+
+    batcher = WriteBatcher(engine)
+    batcher.start()
+    await batcher.submit(read_then_write)
+    await batcher.close()
+    await other.dispose()
+    assert outcome == ["locked"]
+    assert await stored(engine) == ["fenced"]

@@ -4,7 +4,11 @@ queue), yet a chat's order holds when an older message of it waits for a webhook
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from tests.worker.conftest import WORKER, BotHarness
 from tests.worker.test_bot import until
@@ -112,5 +116,42 @@ async def test_redelivered_stored_message_is_answered_before_a_newer_one_of_its_
         await until(lambda: len(h.world.sent) == 3, "every reply")
         chat_1000 = [s[2] for s in h.world.sent if s[0] == "+1000"]
         assert chat_1000 == [f"R-{m1.id}", f"R-{m2.id}"]
+    finally:
+        await pipe.stop(drain_timeout=1)
+
+
+async def test_a_message_whose_processing_failed_is_retried_before_newer_ones_of_its_chat(
+    harness: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: it stayed RECEIVED until a restart, and newer messages of its chat
+    # (answered by rules at once) went out ahead of it.
+    h = harness
+    hooks = GatedWebhooks()
+    hooks.gate.set()
+    config = BotConfig.model_validate(
+        {
+            "rules": [{"match": "keyword", "pattern": "hours", "reply": "9 to 5"}],
+            "webhook": {"url": "http://127.0.0.1:9/hook", "secret": "s"},
+        }
+    )
+    real = store.complete_inbound_fn
+    failures: list[str] = []
+
+    def flaky(fence: Any, outcome: Any, now: Any) -> Any:
+        if not failures:
+            failures.append(outcome.inbound_wa_id)
+            raise OperationalError("UPDATE", {}, sqlite3.OperationalError("disk I/O error"))
+        return real(fence, outcome, now)
+
+    monkeypatch.setattr(store, "complete_inbound_fn", flaky)
+    pipe = await started_pipeline(h, hooks, config)
+    try:
+        first = h.world.message("+1000", "a question for the hook")
+        pipe.on_incoming(first)
+        await until(lambda: failures == [first.id], "the failed completion")
+        newer = h.world.message("+1000", "hours?")
+        pipe.on_incoming(newer)
+        await until(lambda: len(h.world.sent) == 2, "both replies")
+        assert [s[2] for s in h.world.sent] == [f"R-{first.id}", f"R-{newer.id}"]
     finally:
         await pipe.stop(drain_timeout=1)
