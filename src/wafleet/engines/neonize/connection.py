@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from wafleet.engines.neonize.process import ChildProcess
-from wafleet.engines.neonize.qr import QrSchedule
+from wafleet.engines.neonize.qr import QR_ROTATION_GRACE, QrSchedule
 from wafleet.states import Cause
 
 
@@ -24,6 +24,16 @@ class Connection:
         self.qr = QrSchedule()
         self.pump: asyncio.Task[None] | None = None
         self.watchers: dict[str, asyncio.Task[None]] = {}
+
+    def qr_ran_out(self, now: float) -> bool:
+        """Waiting for a scan, and the last QR code of the schedule has (about) expired."""
+        expires = self.qr.expires
+        return bool(
+            not self.logged_in
+            and self.qr.last
+            and expires is not None
+            and now >= expires - QR_ROTATION_GRACE
+        )
 
 
 def cause_from_wire(value: str | None) -> Cause:

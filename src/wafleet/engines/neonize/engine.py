@@ -55,7 +55,6 @@ from wafleet.engines.neonize.process import (
     ChildRequestFailed,
 )
 from wafleet.engines.neonize.protocol import ProtocolError, decode_event
-from wafleet.engines.neonize.qr import QR_ROTATION_GRACE
 from wafleet.logging import get_logger
 from wafleet.states import Cause
 
@@ -258,7 +257,7 @@ class NeonizeEngine:
     async def _on_event(self, conn: Connection, ev: EngineEvent) -> None:
         if isinstance(ev, ConnectionLost):
             await conn.settled.wait()
-            if self._qr_ran_out(conn) and type(ev) is ConnectionLost:
+            if conn.qr_ran_out(self._clock()) and type(ev) is ConnectionLost:
                 # whatsmeow closes the socket itself when its last code expires; that is
                 # the QR timeout, not a network fault
                 ev = QrTimeout(detail=f"no scan: {conn.qr.seen} QR code(s) expired")
@@ -311,15 +310,6 @@ class NeonizeEngine:
             self.log.warning("could not record the linked device", error=str(err))
 
     # ------------------------------------------------------------------ timers
-    def _qr_ran_out(self, conn: Connection) -> bool:
-        expires = conn.qr.expires
-        return (
-            not conn.logged_in
-            and conn.qr.last
-            and expires is not None
-            and self._clock() >= expires - QR_ROTATION_GRACE
-        )
-
     async def _qr_watch(self, conn: Connection) -> None:
         while True:
             deadline = conn.qr.deadline()
