@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import require_chromium
-from tests.support.procs import WAFLEET, Proc, base_env, free_port, wait_http_ok, wait_until
+from tests.support.browser import chromium, require_chromium, wafleet_up
+from tests.support.procs import WAFLEET, Proc, base_env, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -23,7 +23,6 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PASSWORD = "portal-e2e-pw"
 ALICE, BOB, ADMIN = "alice@alpha.test", "bob@bravo.test", "ops@x.test"
 PHONE = "+15550001"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WAIT_MS = 30_000
 
 
@@ -52,27 +51,14 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     cli(env, "user", "create", ADMIN, "--password", PASSWORD, "--admin")
     cli(env, "tenant", "create", "alpha", "--name", "Alpha Bakery", "--owner", ALICE)
     cli(env, "tenant", "create", "bravo", "--name", "Bravo Bikes", "--owner", BOB)
-    port, cp_port, sim_port = free_port(), free_port(), free_port()
-    args = ["up", "--simulator", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--control-plane-port", str(cp_port), "--simulator-port", str(sim_port)]
-    proc = Proc(args, env, data / "up.log")
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/login", timeout=60)
-        yield Up(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}", proc)
-    finally:
-        proc.stop()
+    with wafleet_up(env, data) as stack:
+        yield Up(stack.portal, stack.sim, stack.proc)
 
 
 @pytest.fixture(scope="module")
 def browser(up: Up) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(require_chromium()), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def log_in(browser: Any, up: Up, email: str) -> Any:

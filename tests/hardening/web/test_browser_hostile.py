@@ -29,14 +29,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.support.browser import require_chromium
-from tests.support.procs import WAFLEET, Proc, base_env, free_port, wait_http_ok, wait_until
+from tests.support.browser import chromium, require_chromium, wafleet_up
+from tests.support.procs import WAFLEET, Proc, base_env, wait_until
 from wafleet.db.engine import Database
 from wafleet.db.models import ConnectionEvent, Tenant, User, WhatsAppSession
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WAIT_MS = 30_000
 PASSWORD = "hostile-pw-" + secrets.token_hex(8)
 ALICE, ADMIN = "alice@evil.test", "ops@evil.test"
@@ -138,28 +137,15 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     rules_file.unlink()
     cli(env, "tenant", "pause", "ghost")  # no worker touches its poisoned rows
     asyncio.run(_poison_ghost(f"sqlite:///{data / 'wafleet.db'}"))
-    port, cp_port, sim_port = free_port(), free_port(), free_port()
-    args = ["up", "--simulator", "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--control-plane-port", str(cp_port), "--simulator-port", str(sim_port)]
-    proc = Proc(args, env, data / "up.log")
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/login", timeout=60)
+    with wafleet_up(env, data) as stack:
         key = (data / "portal.key").read_text().strip()
-        yield Up(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}", data, proc, env, key)
-    finally:
-        proc.stop()
+        yield Up(stack.portal, stack.sim, data, stack.proc, env, key)
 
 
 @pytest.fixture(scope="module")
 def browser(up: Up) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(require_chromium()), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 class Trap:
