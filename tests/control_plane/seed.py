@@ -3,9 +3,11 @@ of each kind the auth rules distinguish."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 
 from wafleet.db.engine import Database
 from wafleet.db.models import (
@@ -126,3 +128,18 @@ async def add_worker(
             ws.phone = f"+1555000{tid}"
             ws.connected_since = heartbeat - timedelta(seconds=30)
             ws.last_seen_at = heartbeat
+
+
+def seeded_sqlite(data: Path) -> str:
+    """A migrated SQLite database under ``data`` holding the fleet above; its URL."""
+    from wafleet.db import migrate
+
+    url = f"sqlite:///{data / 'wafleet.db'}"
+    migrate.upgrade(url)
+
+    async def seed() -> None:
+        async with Database(url) as db:
+            await seed_fleet(db, datetime.now(UTC))
+
+    asyncio.run(seed())
+    return url

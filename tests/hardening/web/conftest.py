@@ -4,20 +4,17 @@ a and b, a user of each kind), a real control plane and a real portal on loopbac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.control_plane.seed import KEY, PASSWORD, SECRET_A, _password_hash, seed_fleet
+from tests.control_plane.seed import KEY, PASSWORD, SECRET_A, _password_hash, seeded_sqlite
 from tests.portal.servers import csrf_of, serving
 from wafleet.config import Settings, load_settings
-from wafleet.db.engine import Database
 from wafleet.portal.ratelimit import LoginLimiter
 
 WEBHOOK_SECRET = f"{SECRET_A}-hook"  # the seeded tenant a's webhook secret
@@ -44,18 +41,10 @@ class WebStack:
 @pytest.fixture(scope="package")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebStack]:
     from wafleet.control_plane.app import create_app as create_cp
-    from wafleet.db import migrate
     from wafleet.portal.app import create_app as create_portal
 
     data = tmp_path_factory.mktemp("web-hardening")
-    url = f"sqlite:///{data / 'wafleet.db'}"
-    migrate.upgrade(url)
-
-    async def seed() -> None:
-        async with Database(url) as db:
-            await seed_fleet(db, datetime.now(UTC))
-
-    asyncio.run(seed())
+    url = seeded_sqlite(data)
     base = load_settings(data_dir=data, database_url=url, portal_key=KEY)
     cp_app = create_cp(base, run_jobs=False)
     with serving(cp_app) as cp:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +39,10 @@ json_values = st.recursive(
 @pytest.fixture(scope="module")
 def live_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `wafleet control-plane` process over a seeded database."""
-    from tests.control_plane.seed import seed_fleet
-    from wafleet.db import migrate
-    from wafleet.db.engine import Database
+    from tests.control_plane.seed import seeded_sqlite
 
     data = tmp_path_factory.mktemp("fuzz-cp")
-    url = f"sqlite:///{data / 'wafleet.db'}"
-    migrate.upgrade(url)
-
-    async def seed() -> None:
-        async with Database(url) as db:
-            await seed_fleet(db, datetime.now(UTC))
-
-    asyncio.run(seed())
+    seeded_sqlite(data)
     port = free_port()
     env = base_env(data, WAFLEET_PORTAL_KEY=KEY)
     with running(["control-plane", "--port", str(port)], env, data / "cp.log") as proc:
