@@ -66,9 +66,10 @@ def test_find_bindir_reports_missing_binaries(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from tests.support import pg
+    from wafleet.bench import pg as lookup  # where the binaries are looked for
 
-    monkeypatch.setattr(pg.glob, "glob", lambda _pattern: [])
-    monkeypatch.setattr(pg.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(lookup.glob, "glob", lambda _pattern: [])
+    monkeypatch.setattr(lookup.shutil, "which", lambda _name: None)
     monkeypatch.setenv("WAFLEET_PG_BINDIR", str(tmp_path))  # exists, but holds no initdb
     with pytest.raises(pg.PgUnavailable, match="initdb"):
         pg.find_bindir()

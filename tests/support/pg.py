@@ -20,7 +20,6 @@ Without PostgreSQL binaries these skip with the reason, unless ``WAFLEET_REQUIRE
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import os
 import pwd
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.procs import free_port
+from wafleet.bench.pg import pg_bindir
 
 REQUIRE_ENV = "WAFLEET_REQUIRE_POSTGRES"
 SUPERUSER = "postgres"
@@ -47,31 +47,13 @@ class PgUnavailable(Exception):
 
 def find_bindir() -> Path:
     """The directory holding initdb/pg_ctl/postgres (newest installed version first)."""
-    candidates: list[Path] = []
-    env_dir = os.environ.get("WAFLEET_PG_BINDIR")
-    if env_dir:
-        candidates.append(Path(env_dir))
-    for d in sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: _version_key(p), reverse=True
-    ):
-        candidates.append(Path(d))
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        candidates.append(Path(os.path.realpath(on_path)).parent)
-    for d in candidates:
-        if all((d / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
-            return d
-    raise PgUnavailable(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in "
-        "/usr/lib/postgresql/*/bin or on PATH (apt-get install postgresql)"
-    )
-
-
-def _version_key(path: str) -> int:
-    try:
-        return int(Path(path).parent.name.split(".")[0])
-    except ValueError:
-        return 0
+    bindir = pg_bindir()
+    if bindir is None:
+        raise PgUnavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in "
+            "/usr/lib/postgresql/*/bin or on PATH (apt-get install postgresql)"
+        )
+    return bindir
 
 
 def _server_os_user() -> str | None:

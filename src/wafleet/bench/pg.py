@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster for the failover scenario: ``initdb``/``pg_ctl`` from the
 machine's PostgreSQL, a temp data dir, loopback only, ``fsync=off``; run as the
-``postgres`` system user when we are root (PostgreSQL refuses root). A minimal copy of
-``tests/support/pg.py`` (src/ must not import tests/)."""
+``postgres`` system user when we are root (PostgreSQL refuses root). The tests' fixture
+(``tests/support/pg.py``) does more (templates, outages) on the same binaries lookup."""
 
 from __future__ import annotations
 
@@ -20,17 +20,37 @@ from wafleet.bench.procs import free_port
 SUPERUSER = "postgres"
 
 
-def find_bindir() -> Path:
-    candidates = [Path(d) for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+def pg_bindir() -> Path | None:
+    """The directory holding initdb/pg_ctl/postgres — ``WAFLEET_PG_BINDIR``, then the
+    newest ``/usr/lib/postgresql/*/bin``, then the one of ``pg_ctl`` on PATH — or None.
+    (The tests' PostgreSQL fixture uses it too.)"""
+    candidates: list[Path] = []
     if os.environ.get("WAFLEET_PG_BINDIR"):
-        candidates.insert(0, Path(os.environ["WAFLEET_PG_BINDIR"]))
+        candidates.append(Path(os.environ["WAFLEET_PG_BINDIR"]))
+    candidates += sorted(
+        (Path(d) for d in glob.glob("/usr/lib/postgresql/*/bin")), key=_major, reverse=True
+    )
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(os.path.realpath(on_path)).parent)
     for d in candidates:
         if all((d / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
             return d
-    raise BenchError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found")
+    return None
+
+
+def _major(bindir: Path) -> int:
+    try:
+        return int(bindir.parent.name.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def find_bindir() -> Path:
+    bindir = pg_bindir()
+    if bindir is None:
+        raise BenchError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found")
+    return bindir
 
 
 def _os_user() -> str | None:
