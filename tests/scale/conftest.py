@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from tests.support.procs import Proc, base_env, free_port, wait_http_ok, wait_until
+from wafleet.bench.fleet import query_once
 from wafleet.db.engine import Database
 from wafleet.db.repositories import TenantRepository, UserRepository
 
@@ -76,16 +76,7 @@ class Fleet:
         return dict(self.sim("GET", "/sim/stats"))
 
     def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        async def _q() -> list[dict[str, Any]]:
-            db = Database(self.db_url)
-            try:
-                async with db.engine.connect() as conn:
-                    res = await conn.execute(text(sql), params)
-                    return [dict(r._mapping) for r in res.all()]
-            finally:
-                await db.close()
-
-        return asyncio.run(_q())
+        return asyncio.run(query_once(self.db_url, sql, **params))
 
     def sessions(self) -> list[dict[str, Any]]:
         return self.query(

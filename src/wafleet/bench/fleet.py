@@ -300,17 +300,7 @@ class Fleet:
             await db.close()
 
     async def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        from sqlalchemy import text
-
-        from wafleet.db.engine import Database
-
-        db = Database(self.db_url)
-        try:
-            async with db.engine.connect() as conn:
-                res = await conn.execute(text(sql), params)
-                return [dict(r._mapping) for r in res.all()]
-        finally:
-            await db.close()
+        return await query_once(self.db_url, sql, **params)
 
     # ------------------------------------------------------------------ workers
     def start_worker(self, **extra_env: str) -> Proc:
@@ -345,3 +335,18 @@ class Fleet:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def query_once(db_url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Rows of one SQL query, on a connection of its own (an observer's read)."""
+    from sqlalchemy import text
+
+    from wafleet.db.engine import Database
+
+    db = Database(db_url)
+    try:
+        async with db.engine.connect() as conn:
+            res = await conn.execute(text(sql), params)
+            return [dict(r._mapping) for r in res.all()]
+    finally:
+        await db.close()
