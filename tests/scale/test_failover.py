@@ -24,6 +24,21 @@ def holders(fleet: Fleet) -> Counter[str]:
     return Counter(r["lease_worker"] for r in fleet.sessions() if r["lease_worker"])
 
 
+def wait_spread_evenly(fleet: Fleet, workers: int) -> None:
+    """Until every tenant is CONNECTED and the workers hold a fair share each. The first
+    worker up claims everything and hands tenants over a few per claim interval, so
+    linking can finish mid-rebalancing; a test that picks a worker to kill or freeze must
+    start from a settled fleet, not from a hand-over in flight."""
+
+    def settled() -> Counter[str] | None:
+        h = holders(fleet)
+        even = len(h) == workers and sum(h.values()) == TENANTS
+        even = even and max(h.values()) - min(h.values()) <= 1
+        return h if even and all(r["state"] == "CONNECTED" for r in fleet.sessions()) else None
+
+    wait_until(settled, timeout=60, interval=0.3, what=f"a fair share on each of {workers}")
+
+
 def inject(fleet: Fleet, slugs: list[str], tag: str) -> list[str]:
     body = {
         "messages": [
@@ -40,15 +55,7 @@ def replies(fleet: Fleet) -> list[dict[str, Any]]:
 
 def test_kill9_worker_fails_over_without_relink_or_loss(fleet_factory: Any) -> None:
     fleet: Fleet = fleet_factory(tenants=TENANTS, workers=3)
-
-    def spread_over_all() -> Counter[str] | None:
-        # The first worker up claims everything and hands tenants over a few per claim
-        # interval, so linking can finish before every worker holds some: wait for it.
-        h = holders(fleet)
-        settled = len(h) == 3 and sum(h.values()) == TENANTS
-        return h if settled and all(r["state"] == "CONNECTED" for r in fleet.sessions()) else None
-
-    wait_until(spread_over_all, timeout=40, interval=0.3, what="tenants on all 3 workers")
+    wait_spread_evenly(fleet, 3)
     victim = fleet.workers[0]
     victim_id = fleet.worker_ids()[victim.pid]
     victim_slugs = [r["slug"] for r in fleet.sessions() if r["lease_worker"] == victim_id]
@@ -79,6 +86,7 @@ def test_kill9_worker_fails_over_without_relink_or_loss(fleet_factory: Any) -> N
 
 def test_sigstop_past_lease_then_sigcont_writes_and_connects_nothing(fleet_factory: Any) -> None:
     fleet: Fleet = fleet_factory(tenants=TENANTS, workers=3)
+    wait_spread_evenly(fleet, 3)
     frozen = fleet.workers[1]
     frozen_id = fleet.worker_ids()[frozen.pid]
     old = {r["slug"]: r["epoch"] for r in fleet.sessions() if r["lease_worker"] == frozen_id}
